@@ -1,0 +1,3 @@
+from nasctl.cli import app
+
+app(prog_name="nasctl")

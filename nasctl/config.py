@@ -1,0 +1,126 @@
+"""Structured-config schemas: a typo in a key or a wrong type fails before any work starts.
+
+Defaults live in `conf/`; these dataclasses only fix the shape and the types. Groups whose
+shape depends on the option chosen (space, stabilizer) are validated by their own module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from nasctl.errors import NasctlError
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = MISSING  # directory holding the dataset's files in their usual on-disk format
+    download: bool = False  # fetch with torchvision when missing (needs internet)
+    num_classes: int = MISSING
+    channels: int = MISSING
+    size: int = MISSING  # side of the (square) training images
+    mean: list[float] = MISSING
+    std: list[float] = MISSING
+    subset: Optional[int] = None  # keep only the first N training images (quick runs)
+    test_subset: Optional[int] = None  # keep only the first N test images
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 4  # random crop with this zero padding; 0 = off
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # cutout square side; 0 = off
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    fused_optimizer: bool = False
+    log_every: int = 50  # steps between host syncs for the progress bar
+    progress: bool = True
+    checkpoint_every_steps: int = 0  # 0 = once per epoch
+    tensorboard: bool = False
+
+
+@dataclass
+class SearchParams:
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    train_portion: float = MISSING
+    order: str = MISSING  # first | second
+    w_lr: float = MISSING
+    w_lr_min: float = MISSING
+    w_momentum: float = MISSING
+    w_weight_decay: float = MISSING
+    w_nesterov: bool = False
+    grad_clip: float = MISSING
+    arch_lr: float = MISSING
+    arch_betas: list[float] = MISSING
+    arch_weight_decay: float = MISSING
+    steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
+    eval_batches: Optional[int] = None  # cap the batches of the per-epoch validation
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class DiagnosticsConfig:
+    hessian_every: int = 0  # epochs between dominant-eigenvalue computations; 0 = off
+    hessian_method: str = "exact"  # exact | power
+
+
+@dataclass
+class BenchmarkConfig:
+    nb201: Optional[str] = None  # path of the NAS-Bench-201 accuracy table (CSV or .pickle)
+
+
+@dataclass
+class SearchConfig:
+    seed: int = MISSING
+    run_root: str = MISSING
+    resume: Any = False  # false | true (latest interrupted run) | a run directory
+    space: Any = MISSING
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    stabilizer: dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    search: SearchParams = field(default_factory=SearchParams)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+
+@dataclass
+class DeriveConfig:
+    run: str = MISSING  # latest | a search run directory
+    run_root: str = MISSING
+    epoch: Optional[int] = None  # derive from this epoch's alphas instead of the last
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+
+def register_schemas() -> None:
+    """Put the schemas in Hydra's ConfigStore; primary YAML files name them first."""
+    cs = ConfigStore.instance()
+    cs.store(name="search_schema", node=SearchConfig)
+    cs.store(name="derive_schema", node=DeriveConfig)
+
+
+def validate(node: DictConfig | dict, schema: type, what: str) -> Any:
+    """Merge a config node into a dataclass schema; unknown keys or wrong types are a NasctlError."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except Exception as exc:  # omegaconf raises several types; all mean "bad config"
+        raise NasctlError(f"Invalid {what} config: {exc}".replace("\n", " ")) from None
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+if not OmegaConf.has_resolver("nasctl_uid"):
+    OmegaConf.register_new_resolver("nasctl_uid", _uid, use_cache=False)

@@ -1,0 +1,61 @@
+"""`nasctl derive`: turn a search run's architecture logits into a genotype and show it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from nasctl import genotype as G
+from nasctl.errors import NasctlError
+from nasctl.spaces import space_config
+from nasctl.store import Run, atomic_write, resolve_run
+
+
+def alphas_at(run: Run, epoch: int | None) -> tuple[dict[str, torch.Tensor], int]:
+    """The logits recorded after `epoch` (default: the last recorded epoch)."""
+    path = run.path / "alphas.npz"
+    if not path.is_file():
+        raise NasctlError(f"{run.path} has no alphas.npz yet: the search has not finished an epoch.")
+    with np.load(path) as z:
+        history = {k: z[k] for k in z.files}
+    n = len(next(iter(history.values())))
+    e = n - 1 if epoch is None else epoch
+    if not 0 <= e < n:
+        raise NasctlError(f"epoch={epoch} is out of range: {run.path} recorded epochs 0..{n - 1}.")
+    return {k: torch.from_numpy(v[e]) for k, v in history.items()}, e
+
+
+def genotype_table(g: G.Genotype) -> Table:
+    table = Table(title=f"genotype ({g.space})")
+    if isinstance(g, G.ArchString):
+        table.add_column("node")
+        table.add_column("inputs (op~from)")
+        for i, node in enumerate(g.arch.strip("|").split("|+|"), start=1):
+            table.add_row(str(i), node.replace("|", "  "))
+        return table
+    for col in ("cell", "node", "input", "op"):
+        table.add_column(col)
+    for cell in ("normal", "reduce"):
+        for k, (op, j) in enumerate(getattr(g, cell)):
+            table.add_row(cell if k == 0 else "", str(2 + k // 2), str(j), op)
+    return table
+
+
+def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
+    """Derive, save and print the genotype of a search run; returns what was shown."""
+    console = console or Console()
+    run = resolve_run(cfg.run, cfg.run_root, "search")
+    space, scfg = space_config(run.config.space)
+    alphas, epoch = alphas_at(run, cfg.epoch)
+    genotype = space.derive(alphas, scfg)
+    name = "genotype.json" if cfg.epoch is None else f"genotype_epoch{epoch}.json"
+    atomic_write(run.path / name, G.dumps(genotype).encode())
+    console.print(genotype_table(genotype))
+    console.print(str(genotype))
+    console.print(f"saved {run.path / name} (epoch {epoch})")
+    return {"run": str(run.path), "epoch": epoch, "genotype": genotype.to_dict(), "path": str(run.path / name)}

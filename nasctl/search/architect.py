@@ -1,0 +1,89 @@
+"""The architecture step of DARTS: first-order or unrolled second-order hypergradient, then Adam.
+
+Second order follows `quark0/darts` cnn/architect.py: unroll one SGD step
+w' = w - xi (mu m + grad_w L_tr + lambda w), take grad_alpha L_val(w', alpha) and subtract
+xi * grad^2_{alpha,w} L_tr(w, alpha) grad_w' L_val(w', alpha), the mixed term by a central
+finite difference with r = 0.01 / ||grad_w' L_val||.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from nasctl.spaces.base import Supernet
+from nasctl.stabilizers import Batches, Stabilizer
+
+Autocast = Callable[[], object]
+
+
+class Architect:
+    """Computes the architecture gradient and steps Adam on the alphas."""
+
+    def __init__(
+        self, model: Supernet, w_opt: torch.optim.SGD, order: str, hooks: Stabilizer,
+        lr: float, betas: tuple[float, float], weight_decay: float, autocast: Autocast,
+    ) -> None:
+        self.model, self.w_opt, self.order, self.hooks, self.autocast = model, w_opt, order, hooks, autocast
+        self.opt = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Cross-entropy of the supernet, optionally with substituted parameters."""
+        with self.autocast():
+            logits = self.model(x) if params is None else functional_call(self.model, params, (x,))
+        return F.cross_entropy(logits.float(), y)
+
+    def step(self, b: Batches, xi: float) -> None:
+        alphas = self.model.arch_parameters()
+        grads = self.first_order(b) if self.order == "first" else self.second_order(b, xi)
+        reg = self.hooks.arch_loss(self.model)
+        if reg is not None:
+            grads = [g + r for g, r in zip(grads, torch.autograd.grad(reg, alphas))]
+        grads = self.hooks.arch_grad(self.model, grads, b, xi)
+        for a, g in zip(alphas, grads):
+            a.grad = g
+        self.opt.step()
+
+    def first_order(self, b: Batches) -> list[torch.Tensor]:
+        return list(torch.autograd.grad(self.loss(b.x_val, b.y_val), self.model.arch_parameters()))
+
+    def second_order(self, b: Batches, xi: float) -> list[torch.Tensor]:
+        model, alphas = self.model, self.model.arch_parameters()
+        names = [n for n, p in model.named_parameters() if not n.startswith("alphas.")]
+        weights = [model.get_parameter(n) for n in names]
+        group = self.w_opt.param_groups[0]
+        mu, wd = group["momentum"], group["weight_decay"]
+
+        g_train = torch.autograd.grad(self.loss(b.x_train, b.y_train), weights)
+        with torch.no_grad():
+            unrolled = []
+            for w, g in zip(weights, g_train):
+                buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
+                m = buf * mu if buf is not None else torch.zeros_like(w)
+                unrolled.append((w - xi * (m + g + wd * w)).requires_grad_())
+        params = {**dict(zip(names, unrolled)), **{f"alphas.{k}": a for k, a in model.alphas.items()}}
+        params.update({n: b_.clone() for n, b_ in model.named_buffers()})  # keep the real BN stats untouched
+        grads = torch.autograd.grad(self.loss(b.x_val, b.y_val, params), alphas + unrolled)
+        d_alpha, v = grads[: len(alphas)], grads[len(alphas) :]
+        return [d - xi * h for d, h in zip(d_alpha, self._mixed_hvp(b, weights, v))]
+
+    def _mixed_hvp(self, b: Batches, weights: list[torch.Tensor], v: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """grad^2_{alpha,w} L_tr(w, alpha) v by central differences at w +- r v."""
+        r = 0.01 / torch.sqrt(sum((x.float() ** 2).sum() for x in v))
+        alphas = self.model.arch_parameters()
+        saved = [w.detach().clone() for w in weights]
+
+        def grad_at(sign: float) -> tuple[torch.Tensor, ...]:
+            with torch.no_grad():
+                for w, w0, d in zip(weights, saved, v):
+                    w.copy_(w0 + (sign * r) * d)
+            return torch.autograd.grad(self.loss(b.x_train, b.y_train), alphas)
+
+        plus, minus = grad_at(1.0), grad_at(-1.0)
+        with torch.no_grad():
+            for w, w0 in zip(weights, saved):
+                w.copy_(w0)
+        return [(p - m) / (2 * r) for p, m in zip(plus, minus)]

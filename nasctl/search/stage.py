@@ -1,0 +1,191 @@
+"""`nasctl search`: the bilevel DARTS loop over a registered space with composed stabilizers.
+
+Per iteration (Liu et al. 2019, cnn/train_search.py): architecture step on a validation
+batch first, then a weight step on the training batch. The weight LR follows the closed
+form cosine lr(e) = lr_min + (lr - lr_min)(1 + cos(pi e / E)) / 2 at epoch e.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from nasctl import genotype as G
+from nasctl.data import DeviceBatches, load_split
+from nasctl.errors import NasctlError
+from nasctl.search import diagnostics
+from nasctl.search.architect import Architect
+from nasctl.spaces import space_config
+from nasctl.stabilizers import Batches, Stabilizers
+from nasctl.store import Run, atomic_write
+from nasctl.train import Interrupted, Trainer, seed_everything
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def check_params(cfg: DictConfig) -> None:
+    s = cfg.search
+    for key in ("epochs", "batch_size"):
+        if s[key] <= 0:
+            raise NasctlError(f"search.{key} must be positive, got {s[key]}.")
+    if not 0 < s.train_portion < 1:
+        raise NasctlError(f"search.train_portion must be in (0, 1), got {s.train_portion}.")
+    if s.order not in ("first", "second"):
+        raise NasctlError(f"search.order must be 'first' or 'second', got {s.order!r}.")
+
+
+class SearchLoop:
+    """One search run's state and its step, driven by the shared Trainer."""
+
+    def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run) -> None:
+        check_params(cfg)
+        self.cfg, self.trainer, self.run, s = cfg, trainer, run, cfg.search
+        self.space, self.space_cfg = space_config(cfg.space)
+        self.hooks = Stabilizers(cfg.stabilizer)
+        data = load_split(cfg.dataset, "train")
+        train, val = data.halves(s.train_portion)
+        if min(len(train), len(val)) < s.batch_size:
+            raise NasctlError(
+                f"search.batch_size={s.batch_size} is larger than a half of the {len(data)} training images."
+            )
+        dev, d = trainer.device, cfg.dataset
+        common = dict(mean=d.mean, std=d.std, seed=cfg.seed)
+        self.train_batches = DeviceBatches(train, dev, s.batch_size, augment=s.augment, shuffle=True, drop_last=True, **common)
+        self.val_batches = DeviceBatches(val, dev, s.batch_size, augment=s.augment, shuffle=True, drop_last=True, **common)
+        self.eval_batches = DeviceBatches(val, dev, s.batch_size, augment=None, shuffle=False, drop_last=False, **common)
+
+        model = self.space.build(self.space_cfg, d.num_classes, d.channels)
+        self.hooks.configure(model)
+        self.model = trainer.prepare(model)
+        self.weights = self.model.weight_parameters()
+        self.w_opt = torch.optim.SGD(
+            self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov
+        )
+        self.architect = Architect(
+            self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
+            trainer.autocast,
+        )
+        self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.model.alphas}
+        self.epoch_scalars: dict[str, float] = {}
+
+    # -- the Loop protocol ------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        cap = self.cfg.search.steps_per_epoch
+        return min(len(self.train_batches), cap) if cap else len(self.train_batches)
+
+    def lr(self, epoch: int) -> float:
+        s = self.cfg.search
+        return cosine_lr(epoch, s.epochs, s.w_lr, s.w_lr_min)
+
+    def batches(self, epoch: int, start_step: int) -> Iterator[tuple]:
+        self.epoch_scalars = self.hooks.on_epoch_start(self.model, epoch, self.cfg.search.epochs)
+        for group in self.w_opt.param_groups:
+            group["lr"] = self.lr(epoch)
+        val = cycle_batches(self.val_batches, epoch, start_step)
+        return islice(zip(self.train_batches.epoch(epoch, start_step), val), self.steps_per_epoch() - start_step)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.trainer.autocast():
+            return F.cross_entropy(self.model(x).float(), y)
+
+    def step(self, batch: tuple, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        (x_tr, y_tr), (x_val, y_val) = batch
+        b = Batches(x_tr, y_tr, x_val, y_val)
+        self.model.train()
+        self.architect.step(b, self.lr(epoch))
+        self.w_opt.zero_grad(set_to_none=True)
+        with self.hooks.weight_step(self.model, b, self.loss):
+            with self.trainer.autocast():
+                logits = self.model(x_tr).float()
+            loss = F.cross_entropy(logits, y_tr)
+            loss.backward(inputs=self.weights)
+        torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.search.grad_clip)
+        self.w_opt.step()
+        n = torch.tensor(y_tr.numel(), device=y_tr.device)
+        return {"loss": loss.detach() * n, "correct": (logits.argmax(1) == y_tr).sum(), "count": n}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss = correct = count = 0
+        for x, y in islice(self.eval_batches.epoch(0), self.cfg.search.eval_batches):
+            with self.trainer.autocast():
+                logits = self.model(x).float()
+            loss += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            count += y.numel()
+        return {"val_loss": float(loss) / count, "val_acc": 100.0 * float(correct) / count}
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        alphas = {k: a.detach() for k, a in self.model.alphas.items()}
+        if not all(torch.isfinite(a).all() for a in alphas.values()):
+            raise NasctlError(f"Non-finite architecture parameters after epoch {epoch}; stopped.")
+        genotype = self.space.derive(alphas, self.space_cfg)
+        atomic_write(self.run.path / "genotype.json", G.dumps(genotype).encode())
+        for k, a in alphas.items():
+            self.alpha_history[k].append(a.float().cpu().numpy())
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.stack(v) for k, v in self.alpha_history.items()})
+        atomic_write(self.run.path / "alphas.npz", buf.getvalue())
+        record: dict[str, Any] = {"lr": self.lr(epoch), **self.evaluate(), **self.epoch_scalars}
+        record.update(genotype=str(genotype), skip_count=diagnostics.skip_count(genotype),
+                      alpha_entropy=diagnostics.alpha_entropy(alphas))
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.architect.opt.state_dict(),
+            "hooks": self.hooks.state_dict(),
+            "alpha_history": self.alpha_history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.architect.opt.load_state_dict(state["a_opt"])
+        self.hooks.load_state_dict(state["hooks"])
+        self.alpha_history = state["alpha_history"]
+
+
+def cycle_batches(batches: DeviceBatches, epoch: int, start_step: int) -> Iterator[tuple]:
+    """Validation batches for the architecture step: this epoch's order, cycled if shorter."""
+    yield from batches.epoch(epoch, start_step % len(batches))
+    while True:
+        yield from batches.epoch(epoch)
+
+
+def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
+    """Run (or resume, with `resume=`) a search in `out_dir`; returns the finished run."""
+    resume = bool(cfg.resume) and (out_dir / "manifest.json").exists()
+    if resume:
+        run = Run(out_dir)
+        if run.manifest.get("status") == "completed":
+            raise NasctlError(f"{out_dir} is a completed search; nothing to resume (its results are kept as they are).")
+    else:
+        run = Run.create(out_dir, "search", cfg.seed, overrides, cfg)
+    seed_everything(cfg.seed)
+    try:
+        trainer = Trainer(cfg.trainer, run)
+        run.update(status="running", device=str(trainer.device))
+        loop = SearchLoop(cfg, trainer, run)
+        trainer.fit(loop, cfg.search.epochs, resume=resume, label="search")
+    except Interrupted as exc:
+        run.finish("interrupted", reason=str(exc))
+        raise Interrupted(f"{exc} Resume with: nasctl search resume={out_dir}") from None
+    except BaseException as exc:
+        run.finish("failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish("completed", genotype=G.load(out_dir / "genotype.json").to_dict())
+    return run

@@ -1,0 +1,88 @@
+"""What every search space provides: a supernet with architecture logits, and a derive rule.
+
+A space knows its cells and how to derive a genotype; it knows nothing about how the
+logits are optimised (that is the search loop's and the stabilizers' business).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from nasctl.registry import Registry
+from nasctl.spaces.ops import OPS
+
+
+class MixedOp(nn.Module):
+    """Weighted sum of candidate ops on one edge: sum_o w_o * o(x)."""
+
+    def __init__(self, names: list[str], C: int, stride: int) -> None:
+        super().__init__()
+        self.names = list(names)
+        self.ops = nn.ModuleList(OPS[n](C, stride, False) for n in self.names)
+        # `none` outputs zeros: it adds nothing to the sum and gets zero gradient, so skip it.
+        self.active = [i for i, n in enumerate(self.names) if n != "none"]
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return sum(w[i] * self.ops[i](x) for i in self.active)
+
+
+class Supernet(nn.Module):
+    """A weight-sharing network mixing its candidate ops with softmax(alpha) per edge.
+
+    `edge_ops[cell][edge]` names the candidate ops of each edge (the column labels of
+    `alphas[cell]`, one (edges, ops) logit matrix per cell type). The logits are registered
+    parameters (so they move, save and load with the model) but are excluded from
+    `weight_parameters()`, hence from the weight optimizer and its gradient clipping.
+    """
+
+    def __init__(self, edge_ops: Mapping[str, list[list[str]]]) -> None:
+        super().__init__()
+        self.edge_ops = {k: [list(names) for names in edges] for k, edges in edge_ops.items()}
+        self.alphas = nn.ParameterDict(
+            {k: nn.Parameter(1e-3 * torch.randn(len(e), len(e[0]))) for k, e in self.edge_ops.items()}
+        )
+        self._mixing_override: dict[str, torch.Tensor] | None = None
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def mixing(self) -> dict[str, torch.Tensor]:
+        """The per-edge mixing weights: softmax(alpha), unless overridden (SDARTS)."""
+        if self._mixing_override is not None:
+            return self._mixing_override
+        return {k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()}
+
+    @contextlib.contextmanager
+    def mixing_override(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Use `weights` directly as mixing weights (no softmax) inside the block."""
+        saved, self._mixing_override = self._mixing_override, weights
+        try:
+            yield
+        finally:
+            self._mixing_override = saved
+
+    def mixed_ops(self) -> Iterator[MixedOp]:
+        return (m for m in self.modules() if isinstance(m, MixedOp))
+
+
+@dataclass(frozen=True)
+class Space:
+    """A registered search space: its config schema, supernet builder and derive rule."""
+
+    name: str
+    schema: type
+    build: Callable[[Any, int, int], Supernet]  # (space cfg, num_classes, in_channels)
+    derive: Callable[[Mapping[str, torch.Tensor], Any], Any]  # (alphas, space cfg) -> genotype
+    genotype_kind: str  # "darts" (cell genotypes, retrainable) or "nb201" (arch strings)
+
+
+SPACES: Registry[Space] = Registry("search space")

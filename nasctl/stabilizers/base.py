@@ -1,0 +1,70 @@
+"""The stabilizer hook protocol: the search loop calls these and never names a method.
+
+A stabilizer is one small module registering a subclass of `Stabilizer` with its config
+dataclass. Every hook defaults to doing nothing, so a method overrides only what it changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from nasctl.registry import Registry
+from nasctl.spaces.base import Supernet
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> mean loss with the current mixing
+
+
+@dataclass
+class Batches:
+    """The minibatches of one search iteration."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+class Stabilizer:
+    """Optional hooks; each default leaves plain DARTS unchanged."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def configure(self, model: Supernet) -> None:
+        """Called once after the supernet is built (e.g. add auxiliary branches)."""
+
+    def on_epoch_start(self, model: Supernet, epoch: int, epochs: int) -> dict[str, float]:
+        """Update schedules; returns scalars to log in metrics.jsonl."""
+        return {}
+
+    @contextlib.contextmanager
+    def weight_step(self, model: Supernet, batches: Batches, loss_fn: LossFn) -> Iterator[None]:
+        """Context around the weight step (e.g. SDARTS perturbs the mixing weights inside it)."""
+        yield
+
+    def arch_loss(self, model: Supernet) -> torch.Tensor | None:
+        """A regularizer added to the architecture objective."""
+        return None
+
+    def arch_grad(self, model: Supernet, grads: list[torch.Tensor], batches: Batches, lr: float) -> list[torch.Tensor]:
+        """Change the architecture gradient (one tensor per `model.arch_parameters()`)."""
+        return grads
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StabilizerDef:
+    schema: type
+    cls: type[Stabilizer]
+
+
+STABILIZERS: Registry[StabilizerDef] = Registry("stabilizer")

@@ -1,0 +1,191 @@
+"""Run directories: manifest, metrics, atomic checksummed checkpoints, and `run=latest`.
+
+A run directory is Hydra's output directory. Files are written to a temporary file in the
+same directory, fsynced and renamed, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import nasctl
+from nasctl.errors import NasctlError
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a fsynced temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(nasctl.__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Run:
+    """One run directory of a stage (`search`, `retrain`, ...)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+
+    # -- manifest -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, kind: str, seed: int, overrides: list[str], config: dict) -> "Run":
+        """Start a new run: write its composed config and its manifest with status `running`."""
+        run = cls(path)
+        atomic_write(run.path / "config.yaml", OmegaConf.to_yaml(config).encode())
+        run.write_manifest(
+            {
+                "kind": kind,
+                "status": "running",
+                "command": sys.argv,
+                "overrides": overrides,
+                "seed": seed,
+                "git_commit": _git_commit(),
+                "versions": {
+                    "nasctl": nasctl.__version__,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                },
+                "started": time.time(),
+                "checkpoints": {},
+            }
+        )
+        return run
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise NasctlError(f"{self.path} is not a readable nasctl run ({MANIFEST}: {exc}).") from None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write(self.path / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
+
+    @property
+    def config(self) -> DictConfig:
+        """The composed config the run was started with."""
+        return OmegaConf.load(self.path / "config.yaml")
+
+    def update(self, **fields: Any) -> None:
+        self.write_manifest({**self.manifest, **fields})
+
+    def finish(self, status: str, **fields: Any) -> None:
+        self.update(status=status, ended=time.time(), **fields)
+
+    # -- metrics --------------------------------------------------------------------------
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to metrics.jsonl and flush it to disk."""
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> Path:
+        """Atomically write a checkpoint, keep the previous one as `prev.pt`, record both SHA-256s."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        path = self.ckpt_dir / name
+        manifest = self.manifest
+        sums = manifest.get("checkpoints", {})
+        if name == "last.pt" and path.exists() and "last.pt" in sums:
+            os.replace(path, self.ckpt_dir / "prev.pt")
+            sums["prev.pt"] = sums["last.pt"]
+        atomic_write(path, data)
+        sums[name] = sha256(data)
+        self.write_manifest({**manifest, "checkpoints": sums})
+        return path
+
+    def load_checkpoint(self, name: str = "last.pt", map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """Load a checkpoint whose SHA-256 matches the manifest; otherwise refuse it clearly."""
+        path = self.ckpt_dir / name
+        if not path.is_file():
+            raise NasctlError(f"Checkpoint {path} does not exist.")
+        data = path.read_bytes()
+        expected = self.manifest.get("checkpoints", {}).get(name)
+        if expected != sha256(data):
+            raise NasctlError(
+                f"Checkpoint {path} does not match the SHA-256 recorded in {self.path / MANIFEST} "
+                "(truncated, corrupt or from another run); refusing to load it."
+            )
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+
+    def load_latest_good(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """The last checkpoint, or the previous one when the last is damaged."""
+        try:
+            return self.load_checkpoint("last.pt", map_location)
+        except NasctlError as first:
+            if (self.ckpt_dir / "prev.pt").exists():
+                return self.load_checkpoint("prev.pt", map_location)
+            raise first
+
+
+def find_runs(run_root: str | Path, kind: str) -> list[Run]:
+    """All runs of a kind under `run_root/<kind>` (multirun jobs included), oldest first."""
+    runs = []
+    for m in Path(run_root, kind).glob(f"**/{MANIFEST}"):
+        try:
+            manifest = json.loads(m.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if manifest.get("kind") == kind:
+            runs.append((manifest.get("started", 0.0), str(m.parent), Run(m.parent)))
+    return [r for _, _, r in sorted(runs, key=lambda t: (t[0], t[1]))]
+
+
+def resolve_run(spec: str, run_root: str | Path, kind: str) -> Run:
+    """`latest` (the most recently started run of `kind`) or a run directory of that kind."""
+    if spec == "latest":
+        runs = find_runs(run_root, kind)
+        if not runs:
+            raise NasctlError(f"run=latest: no {kind} run found under {Path(run_root, kind)}; run `nasctl {kind}` first.")
+        return runs[-1]
+    run = Run(Path(spec))
+    if not (run.path / MANIFEST).is_file():
+        raise NasctlError(f"run={spec}: {run.path} is not a nasctl run directory (no {MANIFEST}).")
+    found = run.manifest.get("kind")
+    if found != kind:
+        raise NasctlError(f"run={spec} is a {found} run, but this command needs a {kind} run.")
+    return run
