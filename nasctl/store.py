@@ -117,6 +117,11 @@ class Run:
             f.flush()
             os.fsync(f.fileno())
 
+    def truncate_metrics(self, epoch: int) -> None:
+        """Keep only the metrics of epochs before `epoch` (a resumed run repeats the rest)."""
+        kept = [r for r in self.metrics() if r.get("epoch", 0) < epoch]
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept).encode())
+
     def metrics(self) -> list[dict[str, Any]]:
         p = self.path / "metrics.jsonl"
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []

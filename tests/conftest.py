@@ -1,0 +1,53 @@
+"""Shared test helpers: run the real CLI in a temp dir, tiny search settings, CUDA skipping."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+NB201_TABLE = REPO.parent / "shared" / "benchmarks" / "nb201" / "nats_tss_test_acc_200ep.csv"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+# A search that takes seconds on 2 CPU cores: Fashion-MNIST subset, tiny supernet, two steps.
+TINY_SEARCH = [
+    "experiment=quickstart",
+    "dataset.subset=256",
+    "search.epochs=2",
+    "search.batch_size=16",
+    "search.steps_per_epoch=2",
+    "search.eval_batches=1",
+    "space.C=4",
+    "space.layers=2",
+    "trainer.progress=false",
+]
+
+
+def nasctl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m nasctl ARGS` in `cwd` and return the finished process (text output)."""
+    full_env = {**os.environ, "NASCTL_NB201": str(NB201_TABLE), **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "nasctl", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fashion() -> Path:
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    return FASHION

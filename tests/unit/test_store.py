@@ -1,0 +1,75 @@
+"""Run store: checksummed atomic checkpoints, fallback to the previous good one, run=latest."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from nasctl.errors import NasctlError
+from nasctl.store import Run, find_runs, resolve_run
+
+
+def new_run(path, kind="search") -> Run:
+    return Run.create(path, kind, seed=0, overrides=[], config={"seed": 0})
+
+
+def test_checkpoint_roundtrip_records_sha(tmp_path):
+    run = new_run(tmp_path / "r")
+    run.save_checkpoint({"x": torch.arange(3)})
+    assert len(run.manifest["checkpoints"]["last.pt"]) == 64
+    assert torch.equal(run.load_checkpoint()["x"], torch.arange(3))
+    assert not list(run.ckpt_dir.glob("*.tmp")), "no temporary file is left behind"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_damaged_checkpoint_is_refused_and_previous_used(tmp_path, damage):
+    run = new_run(tmp_path / "r")
+    run.save_checkpoint({"step": 1})
+    run.save_checkpoint({"step": 2})
+    last = run.ckpt_dir / "last.pt"
+    if damage == "truncate":
+        last.write_bytes(last.read_bytes()[:20])
+    else:
+        torch.save({"step": 99}, last)
+    with pytest.raises(NasctlError, match="last.pt.*SHA-256"):
+        run.load_checkpoint()
+    assert run.load_latest_good()["step"] == 1
+
+
+def test_no_good_checkpoint_is_an_error(tmp_path):
+    run = new_run(tmp_path / "r")
+    run.save_checkpoint({"step": 1})
+    (run.ckpt_dir / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(NasctlError, match="refusing"):
+        run.load_latest_good()
+
+
+def test_latest_is_the_most_recently_started_run_of_its_kind(tmp_path):
+    a = new_run(tmp_path / "search" / "b-first")
+    time.sleep(0.01)
+    b = new_run(tmp_path / "search" / "multirun" / "x" / "0")
+    new_run(tmp_path / "retrain" / "z", kind="retrain")
+    assert [r.path for r in find_runs(tmp_path, "search")] == [a.path, b.path]
+    assert resolve_run("latest", tmp_path, "search").path == b.path
+
+
+def test_resolve_run_errors(tmp_path):
+    with pytest.raises(NasctlError, match="no search run"):
+        resolve_run("latest", tmp_path, "search")
+    with pytest.raises(NasctlError, match="not a nasctl run"):
+        resolve_run(str(tmp_path / "nothing"), tmp_path, "search")
+    r = new_run(tmp_path / "retrain" / "x", kind="retrain")
+    with pytest.raises(NasctlError, match="is a retrain run"):
+        resolve_run(str(r.path), tmp_path, "search")
+
+
+def test_truncate_metrics_keeps_earlier_epochs(tmp_path):
+    run = new_run(tmp_path / "r")
+    for e in range(3):
+        run.log_metrics({"epoch": e})
+    run.truncate_metrics(2)
+    assert [r["epoch"] for r in run.metrics()] == [0, 1]
+    assert json.loads((run.path / "manifest.json").read_text())["status"] == "running"
