@@ -67,6 +67,7 @@ class SearchParams:
     arch_weight_decay: float = MISSING
     steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
     eval_batches: Optional[int] = None  # cap the batches of the per-epoch validation
+    drop_path: float = MISSING  # RobustDARTS: drop-path on whole mixed edges, prob drop_path*e/(E-1)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -93,6 +94,7 @@ class SearchConfig:
     search: SearchParams = field(default_factory=SearchParams)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    retrain: Any = None  # retrain's section of a shared experiment preset (unused by search)
 
 
 @dataclass
@@ -103,11 +105,86 @@ class DeriveConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
+@dataclass
+class NetConfig:
+    C: int = MISSING  # initial channels
+    layers: int = MISSING  # cells
+    stem: str = MISSING  # cifar (3x3 conv to 3C) | imagenet (three stride-2 convs, /8)
+
+
+@dataclass
+class RetrainParams:
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    lr_schedule: str = MISSING  # cosine (to lr_min) | step (lr * lr_gamma^epoch)
+    lr_min: float = MISSING
+    lr_gamma: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    grad_clip: float = MISSING
+    label_smoothing: float = MISSING
+    auxiliary_weight: float = MISSING  # weight of the auxiliary head's loss; 0 = no auxiliary head
+    drop_path: float = MISSING  # drop-path probability, ramped drop_path * epoch / epochs
+    steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
+    eval_batches: Optional[int] = None  # cap the batches of the per-epoch test pass
+    workers: int = MISSING  # DataLoader workers for datasets read from disk (ImageNet)
+    net: NetConfig = field(default_factory=NetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class RetrainConfig:
+    seed: int = MISSING
+    run_root: str = MISSING
+    resume: Any = False  # false | true (latest interrupted run) | a run directory
+    genotype: str = MISSING  # zoo name | latest | genotype file | search run directory | literal
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    retrain: RetrainParams = field(default_factory=RetrainParams)
+    space: Any = None  # search's sections of a shared experiment preset (unused by retrain)
+    search: Any = None
+
+
+@dataclass
+class LatencyConfig:
+    warmup: int = MISSING  # untimed forward passes first
+    repeats: int = MISSING  # timed forward passes; the median is reported
+
+
+@dataclass
+class EvaluateConfig:
+    run: Optional[str] = None  # latest | a retrain run directory; null = score `genotype` untrained
+    run_root: str = MISSING
+    checkpoint: str = MISSING  # best | last | a checkpoint file
+    genotype: Optional[str] = None  # as retrain's genotype=, used without a run
+    space: Any = None  # the space `genotype` belongs to (space=nb201: look it up in the benchmark)
+    output: str = MISSING  # table | json
+    batch_size: int = MISSING  # batch of the test pass and of the batch-N latency
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    retrain: RetrainParams = field(default_factory=RetrainParams)  # its `net` builds the network without a run
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+
+@dataclass
+class ReportConfig:
+    dir: str = MISSING  # latest | a sweep directory | a search run directory
+    run_root: str = MISSING
+    out: Optional[str] = None  # where the table and plots go; null = <dir>/report
+    plots: bool = True
+    curves: list[str] = MISSING  # metrics.jsonl keys plotted over epochs, one line per method
+
+
 def register_schemas() -> None:
     """Put the schemas in Hydra's ConfigStore; primary YAML files name them first."""
     cs = ConfigStore.instance()
     cs.store(name="search_schema", node=SearchConfig)
     cs.store(name="derive_schema", node=DeriveConfig)
+    cs.store(name="retrain_schema", node=RetrainConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="report_schema", node=ReportConfig)
 
 
 def validate(node: DictConfig | dict, schema: type, what: str) -> Any:
@@ -122,5 +199,7 @@ def _uid() -> str:
     return uuid.uuid4().hex[:6]
 
 
+# Cached per config (and copied into every job's config by Hydra's launchers, like `${now:}`),
+# so all jobs of one multirun, and a requeued SLURM job, share one sweep directory.
 if not OmegaConf.has_resolver("nasctl_uid"):
-    OmegaConf.register_new_resolver("nasctl_uid", _uid, use_cache=False)
+    OmegaConf.register_new_resolver("nasctl_uid", _uid, use_cache=True)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasctl import genotype as G
+from nasctl.benchmarks import table_for
 from nasctl.errors import NasctlError
 from nasctl.spaces import space_config
 from nasctl.store import Run, atomic_write, resolve_run
@@ -46,16 +47,32 @@ def genotype_table(g: G.Genotype) -> Table:
     return table
 
 
+def benchmark_table(accuracies: dict[str, float]) -> Table:
+    table = Table(title="NAS-Bench-201 test accuracy (%)")
+    for dataset in accuracies:
+        table.add_column(dataset, justify="right")
+    table.add_row(*(f"{a:.2f}" for a in accuracies.values()))
+    return table
+
+
 def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Derive, save and print the genotype of a search run; returns what was shown."""
     console = console or Console()
     run = resolve_run(cfg.run, cfg.run_root, "search")
     space, scfg = space_config(run.config.space)
+    bench = table_for(space.genotype_kind, cfg.benchmark)
     alphas, epoch = alphas_at(run, cfg.epoch)
     genotype = space.derive(alphas, scfg)
     name = "genotype.json" if cfg.epoch is None else f"genotype_epoch{epoch}.json"
     atomic_write(run.path / name, G.dumps(genotype).encode())
     console.print(genotype_table(genotype))
-    console.print(str(genotype))
+    console.print(str(genotype), soft_wrap=True, highlight=False, markup=False)
     console.print(f"saved {run.path / name} (epoch {epoch})")
-    return {"run": str(run.path), "epoch": epoch, "genotype": genotype.to_dict(), "path": str(run.path / name)}
+    result = {"run": str(run.path), "epoch": epoch, "genotype": genotype.to_dict(), "path": str(run.path / name)}
+    if bench is not None:
+        result["benchmark"] = bench.accuracies(str(genotype))
+        console.print(benchmark_table(result["benchmark"]))
+        console.print(f"(after the benchmark's 200-epoch training; looked up in {bench.path})", soft_wrap=True)
+    elif space.genotype_kind == "nb201":
+        console.print("NAS-Bench-201 accuracies: set benchmark.nb201=<table.csv> (or $NASCTL_NB201) to look them up.")
+    return result

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from nasctl import genotype as G
+from nasctl.benchmarks import table_for
 from nasctl.data import DeviceBatches, load_split
 from nasctl.errors import NasctlError
-from nasctl.search import diagnostics
+from nasctl.search import diagnostics, hessian
 from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, Stabilizers
@@ -42,6 +43,11 @@ def check_params(cfg: DictConfig) -> None:
         raise NasctlError(f"search.train_portion must be in (0, 1), got {s.train_portion}.")
     if s.order not in ("first", "second"):
         raise NasctlError(f"search.order must be 'first' or 'second', got {s.order!r}.")
+    if not 0 <= s.drop_path < 1:
+        raise NasctlError(f"search.drop_path must be in [0, 1), got {s.drop_path}.")
+    if cfg.diagnostics.hessian_method not in hessian.METHODS:
+        raise NasctlError(f"diagnostics.hessian_method must be one of {', '.join(hessian.METHODS)}, "
+                          f"got {cfg.diagnostics.hessian_method!r}.")
 
 
 class SearchLoop:
@@ -51,6 +57,7 @@ class SearchLoop:
         check_params(cfg)
         self.cfg, self.trainer, self.run, s = cfg, trainer, run, cfg.search
         self.space, self.space_cfg = space_config(cfg.space)
+        self.bench = table_for(self.space.genotype_kind, cfg.benchmark)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
         data = load_split(cfg.dataset, "train")
         train, val = data.halves(s.train_portion)
@@ -91,6 +98,8 @@ class SearchLoop:
         self.epoch_scalars = self.hooks.on_epoch_start(self.model, epoch, self.cfg.search.epochs)
         for group in self.w_opt.param_groups:
             group["lr"] = self.lr(epoch)
+        s = self.cfg.search
+        self.model.drop_path_prob = s.drop_path * epoch / max(s.epochs - 1, 1)  # RobustDARTS ramp
         val = cycle_batches(self.val_batches, epoch, start_step)
         return islice(zip(self.train_batches.epoch(epoch, start_step), val), self.steps_per_epoch() - start_step)
 
@@ -140,6 +149,13 @@ class SearchLoop:
         record: dict[str, Any] = {"lr": self.lr(epoch), **self.evaluate(), **self.epoch_scalars}
         record.update(genotype=str(genotype), skip_count=diagnostics.skip_count(genotype),
                       alpha_entropy=diagnostics.alpha_entropy(alphas))
+        if self.bench is not None:
+            record.update({f"bench_{k}": v for k, v in self.bench.accuracies(str(genotype)).items()})
+        d = self.cfg.diagnostics
+        if d.hessian_every and (epoch % d.hessian_every == 0 or epoch == self.cfg.search.epochs - 1):
+            x, y = next(self.val_batches.epoch(epoch))  # one (augmented) search-val batch, as RD
+            record["hessian_eig"] = hessian.dominant_eigenvalue(
+                self.model, self.loss, x, y, self.cfg.search.arch_weight_decay, d.hessian_method)
         return record
 
     def state_dict(self) -> dict[str, Any]:

@@ -14,21 +14,34 @@ import torch
 from torch import nn
 
 from nasctl.registry import Registry
-from nasctl.spaces.ops import OPS
+from nasctl.spaces.ops import OPS, OpFactory
 
 
 class MixedOp(nn.Module):
-    """Weighted sum of candidate ops on one edge: sum_o w_o * o(x)."""
+    """Weighted sum of candidate ops on one edge: sum_o w_o * o(x), plus `aux(x)` when a stabilizer sets one.
 
-    def __init__(self, names: list[str], C: int, stride: int) -> None:
+    Stabilizers adapt every space the same way through two knobs: `aux`, a branch added outside
+    the mixture (DARTS-), and `wrap`, which replaces one candidate by a module around it
+    (NoisyDARTS on `skip_connect`). With neither set, the forward is plain DARTS.
+    """
+
+    def __init__(self, names: list[str], C: int, stride: int, table: Mapping[str, OpFactory] = OPS) -> None:
         super().__init__()
-        self.names = list(names)
-        self.ops = nn.ModuleList(OPS[n](C, stride, False) for n in self.names)
+        self.names, self.C, self.stride = list(names), C, stride
+        self.ops = nn.ModuleList(table[n](C, stride, False) for n in self.names)
         # `none` outputs zeros: it adds nothing to the sum and gets zero gradient, so skip it.
         self.active = [i for i, n in enumerate(self.names) if n != "none"]
+        self.aux: nn.Module | None = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return sum(w[i] * self.ops[i](x) for i in self.active)
+        out = sum(w[i] * self.ops[i](x) for i in self.active)
+        return out if self.aux is None else out + self.aux(x)
+
+    def wrap(self, name: str, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        """Replace candidate `name`, where this edge has it, by `wrapper(op)`."""
+        if name in self.names:
+            i = self.names.index(name)
+            self.ops[i] = wrapper(self.ops[i])
 
 
 class Supernet(nn.Module):

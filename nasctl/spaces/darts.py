@@ -15,6 +15,7 @@ from torch import nn
 
 from nasctl.genotype import CellGenotype
 from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet
+from nasctl.spaces.darts_eval import drop_path
 from nasctl.spaces.ops import FactorizedReduce, ReLUConvBN
 
 CELL_TYPES = ("normal", "reduce")
@@ -60,11 +61,12 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(ops[len(self.edges)], C, stride))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, drop_prob: float) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         offset = 0
         for _ in range(self.steps):
-            states.append(sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states)))
+            outs = (self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            states.append(sum(drop_path(o, drop_prob) if drop_prob > 0 else o for o in outs))
             offset += len(states) - 1
         return torch.cat(states[-self.multiplier :], dim=1)
 
@@ -88,12 +90,14 @@ class DartsSupernet(Supernet):
             C_pp, C_p = C_p, cfg.multiplier * C_curr
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
+        self.drop_path_prob = 0.0  # on each whole mixed-edge output in train mode (RobustDARTS); set per epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mix = self.mixing()
+        drop_prob = self.drop_path_prob if self.training else 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, mix["reduce" if cell.reduction else "normal"])
+            s0, s1 = s1, cell(s0, s1, mix["reduce" if cell.reduction else "normal"], drop_prob)
         return self.classifier(self.pool(s1).flatten(1))
 
 
@@ -124,5 +128,5 @@ def derive(alphas: Mapping[str, torch.Tensor], cfg: DartsSpaceConfig) -> CellGen
     return CellGenotype(cells["normal"], concat, cells["reduce"], concat, space=cfg.name)
 
 
-for _name in ("darts", "s1", "s2", "s3", "s4"):
+for _name in ("darts", "darts_nonone", "s1", "s2", "s3", "s4"):
     SPACES.register(_name)(Space(_name, DartsSpaceConfig, DartsSupernet, derive, "darts"))

@@ -116,3 +116,10 @@ op("dil_conv_3x3")(lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affi
 op("dil_conv_5x5")(lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine))
 op("nor_conv_1x1")(lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine))
 op("nor_conv_3x3")(lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine))
+
+# NAS-Bench-201's search cells (Dong & Yang 2020, AutoDL cell_operations.py) use the same ops except
+# that average pooling has no BN after it; the names stay the benchmark's arch-string names.
+NB201_OPS: dict[str, OpFactory] = {
+    **{n: OPS[n] for n in ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3")},
+    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+}
