@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -38,12 +38,26 @@ class AugmentConfig:
 
 
 @dataclass
+class SpeedSwitches:
+    """What the `auto` value of each speed switch means on one kind of device."""
+
+    precision: str = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+    cuda_graphs: bool = MISSING
+    fused_optimizer: bool = MISSING
+
+
+@dataclass
 class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = False
-    compile: bool = False
-    fused_optimizer: bool = False
+    # Speed switches (docs/performance.md); `auto` = the value in `auto.<device type>`.
+    precision: str = MISSING  # fp32 | bf16 (autocast) | auto
+    channels_last: Union[bool, str] = MISSING  # NHWC weights and activations
+    compile: Union[bool, str] = MISSING  # torch.compile the model's forward
+    cuda_graphs: Union[bool, str] = MISSING  # compile with mode=reduce-overhead (CUDA graphs); needs compile
+    fused_optimizer: Union[bool, str] = MISSING  # fused SGD/Adam kernels
+    auto: dict[str, SpeedSwitches] = field(default_factory=dict)  # per device type: cpu, cuda
     log_every: int = 50  # steps between host syncs for the progress bar
     progress: bool = True
     checkpoint_every_steps: int = 0  # 0 = once per epoch
@@ -142,8 +156,7 @@ class RetrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     retrain: RetrainParams = field(default_factory=RetrainParams)
-    space: Any = None  # search's sections of a shared experiment preset (unused by retrain)
-    search: Any = None
+    search: Any = None  # search's section of a shared experiment preset (unused by retrain)
 
 
 @dataclass
@@ -177,6 +190,28 @@ class ReportConfig:
     curves: list[str] = MISSING  # metrics.jsonl keys plotted over epochs, one line per method
 
 
+@dataclass
+class BenchCase:
+    stage: str = MISSING  # search | retrain: whose step is timed
+    overrides: list[str] = field(default_factory=list)  # on top of the stage's shared overrides
+
+
+@dataclass
+class BenchConfig:
+    device: str = MISSING  # auto | cpu | cuda
+    threads: Optional[int] = None  # torch.set_num_threads for CPU timing; null = torch's default
+    search: list[str] = MISSING  # overrides of `nasctl search` shared by the search cases
+    retrain: list[str] = MISSING  # overrides of `nasctl retrain` shared by the retrain cases
+    cases: dict[str, BenchCase] = field(default_factory=dict)
+    baseline: list[str] = MISSING  # trainer overrides of the eager fp32 baseline, under every variant
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name: trainer overrides; ratios vs `eager`
+    skip: list[str] = field(default_factory=list)  # case or variant names not to run
+    warmup: int = MISSING  # untimed steps per (case, variant) first; compiling happens here
+    steps: int = MISSING  # timed steps per round
+    rounds: int = MISSING  # rounds over all variants, interleaved; the median round counts
+    output: str = MISSING  # JSON file of the results
+
+
 def register_schemas() -> None:
     """Put the schemas in Hydra's ConfigStore; primary YAML files name them first."""
     cs = ConfigStore.instance()
@@ -185,6 +220,7 @@ def register_schemas() -> None:
     cs.store(name="retrain_schema", node=RetrainConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="report_schema", node=ReportConfig)
+    cs.store(name="bench_schema", node=BenchConfig)
 
 
 def validate(node: DictConfig | dict, schema: type, what: str) -> Any:

@@ -135,3 +135,86 @@ def load(path: str | Path) -> Genotype:
 
 def dumps(g: Genotype) -> str:
     return json.dumps(g.to_dict(), indent=2)
+
+
+# -- published genotypes ------------------------------------------------------------------------
+def _darts_cell(normal: list[tuple[str, int]], reduce: list[tuple[str, int]]) -> CellGenotype:
+    """A DARTS-space genotype with the usual concat of nodes 2..5 in both cells."""
+    return CellGenotype(tuple(normal), (2, 3, 4, 5), tuple(reduce), (2, 3, 4, 5))
+
+
+# Each entry is the released cell, as written in the cited genotypes.py (parameter counts and the
+# papers' figures are compared in tests/unit/test_zoo_params.py and docs/methods.md).
+ZOO: dict[str, CellGenotype] = {
+    # quark0/darts:cnn/genotypes.py DARTS_V1 (first-order DARTS)
+    "darts_v1": _darts_cell(
+        [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
+         ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)],
+    ),
+    # quark0/darts:cnn/genotypes.py DARTS_V2 (second-order DARTS; `DARTS = DARTS_V2` there)
+    "darts_v2": _darts_cell(
+        [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+         ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
+    ),
+    # xiangning-chen/SmoothDARTS:sota/cnn/genotypes.py c10_s5_random (SDARTS-RS, DARTS space = "s5")
+    "sdarts_rs": _darts_cell(
+        [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("skip_connect", 0),
+         ("sep_conv_3x3", 3), ("skip_connect", 1), ("sep_conv_3x3", 1), ("dil_conv_3x3", 2)],
+        [("max_pool_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("dil_conv_5x5", 3), ("max_pool_3x3", 0), ("sep_conv_3x3", 2), ("sep_conv_5x5", 3)],
+    ),
+    # xiangning-chen/SmoothDARTS:sota/cnn/genotypes.py c10_s5_pgd (SDARTS-ADV)
+    "sdarts_adv": _darts_cell(
+        [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("skip_connect", 0),
+         ("sep_conv_5x5", 0), ("dil_conv_3x3", 3), ("dil_conv_3x3", 4), ("skip_connect", 0)],
+        [("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("skip_connect", 3), ("skip_connect", 2), ("skip_connect", 2), ("sep_conv_5x5", 4)],
+    ),
+    # Meituan-AutoML/DARTS-:src/eval/genotypes.py cifar10_s0_best (= cifar10_s0_0; S0 is "s5" in the code)
+    "darts_minus": _darts_cell(
+        [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_3x3", 1), ("dil_conv_3x3", 2),
+         ("skip_connect", 1), ("sep_conv_3x3", 0), ("skip_connect", 1), ("sep_conv_3x3", 0)],
+        [("sep_conv_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("skip_connect", 2), ("skip_connect", 3), ("skip_connect", 2), ("skip_connect", 3)],
+    ),
+    # xiaomi-automl/NoisyDARTS:genotypes.py noisy_darts_a (NoisyDARTS-a: Gaussian, additive, sigma 0.2)
+    "noisy_darts_a": _darts_cell(
+        [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
+         ("dil_conv_3x3", 3), ("sep_conv_3x3", 1), ("dil_conv_5x5", 4), ("dil_conv_3x3", 3)],
+        [("max_pool_3x3", 0), ("dil_conv_5x5", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("skip_connect", 2), ("skip_connect", 3), ("skip_connect", 2), ("dil_conv_5x5", 4)],
+    ),
+    # Sunshine-Ye/Beta-DARTS:sota/cnn/genotypes.py `genotype` (= `DARTS`, the default --arch of sota/cnn/train.py)
+    "beta_darts": _darts_cell(
+        [("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
+         ("skip_connect", 0), ("sep_conv_3x3", 1), ("dil_conv_3x3", 3), ("skip_connect", 0)],
+        [("skip_connect", 1), ("max_pool_3x3", 0), ("avg_pool_3x3", 0), ("sep_conv_5x5", 2),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("dil_conv_3x3", 4)],
+    ),
+}
+
+
+def resolve_genotype(spec: str, run_root: str | Path) -> Genotype:
+    """A zoo name, `latest` (the latest search run's genotype), a file, a search run directory or a literal."""
+    from nasctl.store import resolve_run  # here: the store imports torch, the genotype module does not
+
+    spec = str(spec).strip()
+    if spec in ZOO:
+        return ZOO[spec]
+    if spec == "latest":
+        return load(resolve_run("latest", run_root, "search").path / "genotype.json")
+    if spec.startswith(("{", "|", "Genotype(")):
+        return parse(spec)
+    path = Path(spec)
+    if path.is_dir():
+        return load(path / "genotype.json")
+    if path.is_file():
+        return load(path)
+    raise NasctlError(
+        f"genotype={spec!r} is neither a published genotype ({', '.join(ZOO)}), nor `latest`, nor an existing "
+        "file or search run directory, nor a JSON / Genotype(...) / NB201 arch-string literal."
+    )

@@ -21,10 +21,10 @@ from nasctl.spaces.ops import OPS, FactorizedReduce, ReLUConvBN
 STEMS = ("cifar", "imagenet")
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
     """Zero whole samples with probability `drop_prob`, scale the kept ones by 1/keep."""
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep
     return x / keep * mask
 
 
@@ -36,20 +36,20 @@ class EvalCell(nn.Module):
         C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
     ) -> None:
         super().__init__()
-        self.reduction = reduction
         self.pre0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, True)
         self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, True)
         self.ops = nn.ModuleList(OPS[op](C, 2 if reduction and j < 2 else 1, True) for op, j in edges)
         self.inputs = [j for _, j in edges]
         self.concat = list(concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: torch.Tensor | None) -> torch.Tensor:
+        """`drop_prob` (None = off) drops the output of every op but Identity (skip) per sample."""
         states = [self.pre0(s0), self.pre1(s1)]
         for i in range(0, len(self.ops), 2):
             node = 0
             for op, j in zip(self.ops[i : i + 2], self.inputs[i : i + 2]):
                 h = op(states[j])
-                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                if drop_prob is not None and not isinstance(op, nn.Identity):
                     h = drop_path(h, drop_prob)
                 node = node + h
             states.append(node)
@@ -87,7 +87,7 @@ class EvalNetwork(nn.Module):
     """Stem, `layers` cells (reductions at 1/3 and 2/3 depth), global pool, linear; aux head in training.
 
     `forward` returns (logits, aux_logits); aux_logits is None in eval mode or without a head.
-    `drop_path_prob` is set by the training loop each epoch (0 = off).
+    The training loop sets the drop-path probability each epoch with `set_drop_path`.
     """
 
     def __init__(
@@ -95,7 +95,8 @@ class EvalNetwork(nn.Module):
         num_classes: int, in_channels: int, size: int, auxiliary: bool,
     ) -> None:
         super().__init__()
-        self.drop_path_prob = 0.0
+        self.register_buffer("drop_prob", torch.zeros(()), persistent=False)
+        self.drop_path_on = False
         self.aux_index = 2 * layers // 3
         self.auxiliary_head: AuxiliaryHead | None = None
         if stem == "cifar":
@@ -131,12 +132,18 @@ class EvalNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
+    def set_drop_path(self, prob: float) -> None:
+        """Drop-path probability in training; held in a tensor, so a new value does not recompile the model."""
+        self.drop_prob.fill_(prob)
+        self.drop_path_on = prob > 0
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         s0 = self.stem(x)
         s1 = self.stem1(s0)
+        drop = self.drop_prob if self.training and self.drop_path_on else None
         aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, drop)
             if i == self.aux_index and self.training and self.auxiliary_head is not None:
                 aux = self.auxiliary_head(s1)
         return self.classifier(self.pool(s1).flatten(1)), aux
