@@ -167,6 +167,7 @@ def run_retrain(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
         run = distributed.run_class()(out_dir)  # under torchrun only rank 0 writes
         if run.manifest.get("status") == "completed":
             raise NasctlError(f"{out_dir} is a completed retrain; nothing to resume (its results are kept as they are).")
+        cfg = run.resume_config(cfg)
         genotype = G.load(out_dir / "genotype.json")  # the run's own, even if `latest` has moved on
     else:
         if OmegaConf.is_missing(cfg, "genotype"):

@@ -103,6 +103,12 @@ class Run:
         """The composed config the run was started with."""
         return OmegaConf.load(self.path / "config.yaml")
 
+    def resume_config(self, cfg: DictConfig) -> DictConfig:
+        """The run's own config for a resume; only `trainer` and `resume` come from the new command."""
+        stored = self.config
+        stored.trainer, stored.resume = cfg.trainer, cfg.resume
+        return stored
+
     def update(self, **fields: Any) -> None:
         self.write_manifest({**self.manifest, **fields})
 

@@ -76,11 +76,12 @@ class SearchLoop:
         self.model = trainer.prepare(model)
         self.weights = self.model.weight_parameters()
         self.w_opt = torch.optim.SGD(
-            self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov
+            self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov,
+            **trainer.optimizer_kwargs(),
         )
         self.architect = Architect(
             self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
-            trainer.autocast,
+            trainer.autocast, trainer.optimizer_kwargs(),
         )
         self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.model.alphas}
         self.epoch_scalars: dict[str, float] = {}
@@ -120,7 +121,7 @@ class SearchLoop:
             loss.backward(inputs=self.weights)
         torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.search.grad_clip)
         self.w_opt.step()
-        n = torch.tensor(y_tr.numel(), device=y_tr.device)
+        n = torch.full((), y_tr.numel(), device=y_tr.device)  # not torch.tensor(): a host-to-device copy syncs
         return {"loss": loss.detach() * n, "correct": (logits.argmax(1) == y_tr).sum(), "count": n}
 
     @torch.no_grad()
@@ -154,8 +155,9 @@ class SearchLoop:
         d = self.cfg.diagnostics
         if d.hessian_every and (epoch % d.hessian_every == 0 or epoch == self.cfg.search.epochs - 1):
             x, y = next(self.val_batches.epoch(epoch))  # one (augmented) search-val batch, as RD
-            record["hessian_eig"] = hessian.dominant_eigenvalue(
-                self.model, self.loss, x, y, self.cfg.search.arch_weight_decay, d.hessian_method)
+            with torch.compiler.set_stance("force_eager"):  # double gradients: compiled graphs cannot
+                record["hessian_eig"] = hessian.dominant_eigenvalue(
+                    self.model, self.loss, x, y, self.cfg.search.arch_weight_decay, d.hessian_method)
         return record
 
     def state_dict(self) -> dict[str, Any]:
@@ -189,6 +191,7 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
         run = Run(out_dir)
         if run.manifest.get("status") == "completed":
             raise NasctlError(f"{out_dir} is a completed search; nothing to resume (its results are kept as they are).")
+        cfg = run.resume_config(cfg)
     else:
         run = Run.create(out_dir, "search", cfg.seed, overrides, cfg)
     seed_everything(cfg.seed)
