@@ -8,6 +8,7 @@ finite difference with r = 0.01 / ||grad_w' L_val||.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -26,13 +27,18 @@ class Architect:
     def __init__(
         self, model: Supernet, w_opt: torch.optim.SGD, order: str, hooks: Stabilizer,
         lr: float, betas: tuple[float, float], weight_decay: float, autocast: Autocast,
+        optimizer_kwargs: dict[str, bool] | None = None,
     ) -> None:
         self.model, self.w_opt, self.order, self.hooks, self.autocast = model, w_opt, order, hooks, autocast
-        self.opt = torch.optim.Adam(model.arch_parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+        self.opt = torch.optim.Adam(
+            model.arch_parameters(), lr=lr, betas=betas, weight_decay=weight_decay, **(optimizer_kwargs or {})
+        )
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Cross-entropy of the supernet, optionally with substituted parameters."""
-        with self.autocast():
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None, fp32: bool = False
+    ) -> torch.Tensor:
+        """Cross-entropy of the supernet, optionally with substituted parameters; `fp32` ignores autocast."""
+        with contextlib.nullcontext() if fp32 else self.autocast():
             logits = self.model(x) if params is None else functional_call(self.model, params, (x,))
         return F.cross_entropy(logits.float(), y)
 
@@ -41,14 +47,15 @@ class Architect:
         grads = self.first_order(b) if self.order == "first" else self.second_order(b, xi)
         reg = self.hooks.arch_loss(self.model)
         if reg is not None:
-            grads = [g + r for g, r in zip(grads, torch.autograd.grad(reg, alphas))]
-        grads = self.hooks.arch_grad(self.model, grads, b, xi)
+            grads = [g + r for g, r in zip(grads, torch.autograd.grad(reg, alphas, materialize_grads=True))]
+        with torch.compiler.set_stance("force_eager"):  # hooks may take double gradients; compiled graphs cannot
+            grads = self.hooks.arch_grad(self.model, grads, b, self.loss)
         for a, g in zip(alphas, grads):
             a.grad = g
         self.opt.step()
 
     def first_order(self, b: Batches) -> list[torch.Tensor]:
-        return list(torch.autograd.grad(self.loss(b.x_val, b.y_val), self.model.arch_parameters()))
+        return list(torch.autograd.grad(self.loss(b.x_val, b.y_val), self.model.arch_parameters(), materialize_grads=True))
 
     def second_order(self, b: Batches, xi: float) -> list[torch.Tensor]:
         model, alphas = self.model, self.model.arch_parameters()
@@ -57,7 +64,7 @@ class Architect:
         group = self.w_opt.param_groups[0]
         mu, wd = group["momentum"], group["weight_decay"]
 
-        g_train = torch.autograd.grad(self.loss(b.x_train, b.y_train), weights)
+        g_train = torch.autograd.grad(self.loss(b.x_train, b.y_train), weights, materialize_grads=True)
         with torch.no_grad():
             unrolled = []
             for w, g in zip(weights, g_train):
@@ -66,13 +73,16 @@ class Architect:
                 unrolled.append((w - xi * (m + g + wd * w)).requires_grad_())
         params = {**dict(zip(names, unrolled)), **{f"alphas.{k}": a for k, a in model.alphas.items()}}
         params.update({n: b_.clone() for n, b_ in model.named_buffers()})  # keep the real BN stats untouched
-        grads = torch.autograd.grad(self.loss(b.x_val, b.y_val, params), alphas + unrolled)
+        grads = torch.autograd.grad(self.loss(b.x_val, b.y_val, params), alphas + unrolled, materialize_grads=True)
         d_alpha, v = grads[: len(alphas)], grads[len(alphas) :]
         return [d - xi * h for d, h in zip(d_alpha, self._mixed_hvp(b, weights, v))]
 
     def _mixed_hvp(self, b: Batches, weights: list[torch.Tensor], v: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        """grad^2_{alpha,w} L_tr(w, alpha) v by central differences at w +- r v."""
-        r = 0.01 / torch.sqrt(sum((x.float() ** 2).sum() for x in v))
+        """grad^2_{alpha,w} L_tr(w, alpha) v by central differences at w +- r v.
+
+        Always in fp32: the steps r v are far below bf16's resolution of the weights.
+        """
+        r = 0.01 / torch.sqrt(sum((x**2).sum() for x in v))
         alphas = self.model.arch_parameters()
         saved = [w.detach().clone() for w in weights]
 
@@ -80,7 +90,7 @@ class Architect:
             with torch.no_grad():
                 for w, w0, d in zip(weights, saved, v):
                     w.copy_(w0 + (sign * r) * d)
-            return torch.autograd.grad(self.loss(b.x_train, b.y_train), alphas)
+            return torch.autograd.grad(self.loss(b.x_train, b.y_train, fp32=True), alphas, materialize_grads=True)
 
         plus, minus = grad_at(1.0), grad_at(-1.0)
         with torch.no_grad():

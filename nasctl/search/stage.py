@@ -143,7 +143,7 @@ class SearchLoop:
         genotype = self.space.derive(alphas, self.space_cfg)
         atomic_write(self.run.path / "genotype.json", G.dumps(genotype).encode())
         for k, a in alphas.items():
-            self.alpha_history[k].append(a.float().cpu().numpy())
+            self.alpha_history[k].append(a.float().cpu().numpy().copy())  # a copy, not a view of alpha
         buf = io.BytesIO()
         np.savez(buf, **{k: np.stack(v) for k, v in self.alpha_history.items()})
         atomic_write(self.run.path / "alphas.npz", buf.getvalue())

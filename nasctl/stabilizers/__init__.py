@@ -1,4 +1,10 @@
-"""Stabilizers, registered by name; `Stabilizers` applies several in the order they were given."""
+"""Stabilizers, registered by name; `Stabilizers` applies several in the order they were given.
+
+Composition (`stabilizer=[a,b]`): `configure` and `on_epoch_start` run in order, `weight_step`
+contexts nest with the first given outermost, `arch_loss` terms add up, and `arch_grad` is a
+pipeline (b changes what a returned). Two methods claiming the same `exclusive` resource (both
+SDARTS variants perturb the mixing weights) are refused before any work starts.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,26 @@ import contextlib
 from typing import Any, Iterator, Mapping
 
 import torch
+from omegaconf import OmegaConf
 
 from nasctl.config import validate
-from nasctl.stabilizers.base import STABILIZERS, Batches, LossFn, Stabilizer, StabilizerDef
+from nasctl.errors import NasctlError
 from nasctl.spaces.base import Supernet
+from nasctl.stabilizers import amended, beta_decay, darts_minus, noisy, sdarts  # noqa: F401  (register)
+from nasctl.stabilizers.base import STABILIZERS, Batches, LossFn, Stabilizer, StabilizerDef
 
-__all__ = ["STABILIZERS", "Batches", "Stabilizer", "StabilizerDef", "Stabilizers"]
+__all__ = ["STABILIZERS", "Batches", "LossFn", "Stabilizer", "StabilizerDef", "Stabilizers"]
+
+
+def build(name: str, node: Any) -> Stabilizer:
+    """One registered stabilizer from its config node (typed, complete, range-checked)."""
+    d = STABILIZERS.get(name)
+    what = f"stabilizer '{name}'"
+    cfg = validate(node or {}, d.schema, what)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise NasctlError(f"Invalid {what} config: missing {', '.join(missing)} (see conf/stabilizer/{name}.yaml).")
+    return d.cls(OmegaConf.to_object(cfg))
 
 
 class Stabilizers(Stabilizer):
@@ -19,12 +39,16 @@ class Stabilizers(Stabilizer):
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         super().__init__(cfg)
-        self.members: dict[str, Stabilizer] = {}
-        for name, node in (cfg or {}).items():
-            if name == "none":
-                continue
-            d = STABILIZERS.get(name)
-            self.members[name] = d.cls(validate(node or {}, d.schema, f"stabilizer '{name}'"))
+        self.members = {name: build(name, node) for name, node in (cfg or {}).items() if name != "none"}
+        owners: dict[str, str] = {}
+        for name, s in self.members.items():
+            for resource in s.exclusive:
+                if resource in owners:
+                    raise NasctlError(
+                        f"stabilizer=[{owners[resource]},{name}] cannot be combined: both take over the {resource} "
+                        "of the search, so one would silently undo the other. Choose one of them."
+                    )
+                owners[resource] = name
 
     def configure(self, model: Supernet) -> None:
         for s in self.members.values():
@@ -47,9 +71,11 @@ class Stabilizers(Stabilizer):
         terms = [t for t in (s.arch_loss(model) for s in self.members.values()) if t is not None]
         return sum(terms) if terms else None
 
-    def arch_grad(self, model: Supernet, grads: list[torch.Tensor], batches: Batches, lr: float) -> list[torch.Tensor]:
+    def arch_grad(
+        self, model: Supernet, grads: list[torch.Tensor], batches: Batches, loss_fn: LossFn
+    ) -> list[torch.Tensor]:
         for s in self.members.values():
-            grads = s.arch_grad(model, grads, batches, lr)
+            grads = s.arch_grad(model, grads, batches, loss_fn)
         return grads
 
     def state_dict(self) -> dict[str, Any]:

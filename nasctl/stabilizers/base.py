@@ -2,6 +2,8 @@
 
 A stabilizer is one small module registering a subclass of `Stabilizer` with its config
 dataclass. Every hook defaults to doing nothing, so a method overrides only what it changes.
+Per iteration the loop calls `arch_loss` and `arch_grad` in the architecture step, then runs
+the weight step inside `weight_step`; `on_epoch_start` runs before each epoch's first step.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Batches:
 class Stabilizer:
     """Optional hooks; each default leaves plain DARTS unchanged."""
 
+    exclusive: tuple[str, ...] = ()  # what the method takes over alone: "mixing" = the weight step's mixing weights
+
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
@@ -50,8 +54,10 @@ class Stabilizer:
         """A regularizer added to the architecture objective."""
         return None
 
-    def arch_grad(self, model: Supernet, grads: list[torch.Tensor], batches: Batches, lr: float) -> list[torch.Tensor]:
-        """Change the architecture gradient (one tensor per `model.arch_parameters()`)."""
+    def arch_grad(
+        self, model: Supernet, grads: list[torch.Tensor], batches: Batches, loss_fn: LossFn
+    ) -> list[torch.Tensor]:
+        """Change the architecture gradient (one tensor per `model.arch_parameters()`, as search.order computed it)."""
         return grads
 
     def state_dict(self) -> dict[str, Any]:
