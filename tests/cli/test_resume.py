@@ -77,7 +77,7 @@ def test_sigterm_checkpoints_and_exits_interrupted(tmp_path, fashion):
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3
-    assert "resume=term" in err.replace("\n", "") and "Traceback" not in err
+    assert f"nasctl search resume={run}" in err.replace("\n", "") and "Traceback" not in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     again = nasctl("search", *ARGS, "resume=term", cwd=tmp_path)
