@@ -32,6 +32,9 @@ quickstart: install  ## a real search on Fashion-MNIST on CPU, then derive
 test: install  ## the test suite (CPU; GPU tests skip without CUDA)
 	HYDRA_FULL_ERROR=1 $(BIN)/python -m pytest -q
 
+bench: install  ## steps/s and img/s of each trainer speed switch vs eager fp32 -> bench.json (bench=gpu: make bench ARGS=bench=gpu)
+	$(BIN)/nasctl bench $(ARGS)
+
 lint: install  ## ruff
 	$(BIN)/ruff check nasctl tests
 

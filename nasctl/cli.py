@@ -89,7 +89,7 @@ _stage(
     "bench",
     "Time search steps/s and retrain img/s under each trainer speed switch against eager fp32; "
     "prints a table and writes bench.json (docs/performance.md).\n\n"
-    "e.g. nasctl bench; nasctl bench bench=gpu; nasctl bench skip=[compile,cuda_graphs,sdarts_adv]",
+    "e.g. nasctl bench; nasctl bench bench=gpu; nasctl bench threads=1 skip=\\[second,sdarts_adv]",
     "bench",
 )
 

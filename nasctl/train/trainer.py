@@ -10,19 +10,30 @@ import contextlib
 import random
 import signal
 import time
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nasctl.config import TrainerConfig
 from nasctl.errors import NasctlError
 from nasctl.store import Run
+from nasctl.train import distributed
+from nasctl.train.tensorboard import scalars
 
 
 class Interrupted(NasctlError):
     """The run stopped on a signal after writing a checkpoint."""
+
+
+# SIGUSR2 is what SLURM sends through submitit before a time limit (and on preemption where the
+# cluster has `PreemptParameters=send_user_signal`); submitit's handler then requeues the job.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, n))
+REQUEUE_SIGNAL = getattr(signal, "SIGUSR2", None)
+SWITCHES = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")  # trainer.auto resolves these
 
 
 class Loop(Protocol):
@@ -53,6 +64,26 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_switches(cfg: TrainerConfig, device: torch.device) -> TrainerConfig:
+    """`cfg` with every speed switch set to `auto` replaced by `cfg.auto[device.type]`'s value, checked."""
+    cfg = OmegaConf.merge(cfg)  # a copy: the caller's config keeps its `auto`s
+    for key in SWITCHES:
+        if cfg[key] == "auto":
+            if device.type not in cfg.auto:
+                raise NasctlError(f"trainer.{key}=auto, but trainer.auto has no entry for device type {device.type!r}.")
+            cfg[key] = cfg.auto[device.type][key]
+        elif key != "precision" and not isinstance(cfg[key], bool):
+            raise NasctlError(f"trainer.{key}={cfg[key]} is not one of true, false, auto.")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise NasctlError(f"trainer.precision={cfg.precision} is not one of fp32, bf16, auto.")
+    if cfg.cuda_graphs and not (cfg.compile and device.type == "cuda"):
+        raise NasctlError(
+            f"trainer.cuda_graphs=true needs trainer.compile=true and a CUDA device (have compile={cfg.compile}, "
+            f"device {device.type}); set trainer.cuda_graphs=false."
+        )
+    return cfg
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -78,45 +109,76 @@ class Trainer:
     """Drives a Loop over epochs with progress, metrics.jsonl and atomic checkpoints."""
 
     def __init__(self, cfg: TrainerConfig, run: Run) -> None:
-        self.cfg = cfg
+        self.device = distributed.device(pick_device(cfg.device))
+        self.cfg = resolve_switches(cfg, self.device)
         self.run = run
-        self.device = pick_device(cfg.device)
-        if cfg.precision not in ("fp32", "bf16"):
-            raise NasctlError(f"trainer.precision={cfg.precision} is not one of fp32, bf16.")
         self._stop_signal: int | None = None
+        self._replaced: dict[int, Any] = {}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move `model` to the device (NHWC with channels_last) and compile its forward in place.
+
+        In place (`Module.compile`), so parameter names, `state_dict`, `functional_call` and the
+        model's own methods stay as they are; every call of the model runs the compiled forward.
+        """
         fmt = torch.channels_last if self.cfg.channels_last else torch.preserve_format
-        return model.to(self.device, memory_format=fmt)
+        model = model.to(self.device, memory_format=fmt)
+        if self.cfg.compile:
+            model.compile(mode="reduce-overhead" if self.cfg.cuda_graphs else None)
+        return model
+
+    def optimizer_kwargs(self) -> dict[str, bool]:
+        """Keyword arguments for torch's SGD and Adam: the fused kernels, or torch's default."""
+        return {"fused": True} if self.cfg.fused_optimizer else {}
+
+    def begin_step(self) -> None:
+        """Call before each step: tells CUDA graphs that the previous step's outputs are no longer read."""
+        if self.cfg.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     # -- checkpoints ----------------------------------------------------------------------
     def _save(self, loop: Loop, epoch: int, step: int, totals: dict[str, torch.Tensor]) -> None:
+        if totals:
+            self._summary(totals, epoch, step)  # never checkpoint a state whose loss is not finite
         self.run.save_checkpoint(
-            {"epoch": epoch, "step": step, "loop": loop.state_dict(), "rng": rng_state(), "totals": totals}
+            {"epoch": epoch, "step": step, "loop": loop.state_dict(), "rng": rng_state(),
+             "totals": distributed.all_sum(totals)}
         )
 
     def _restore(self, loop: Loop) -> tuple[int, int, dict[str, torch.Tensor]]:
         state = self.run.load_latest_good()
         loop.load_state_dict(state["loop"])
         set_rng_state(state["rng"])
-        return state["epoch"], state["step"], {k: v.to(self.device) for k, v in state["totals"].items()}
+        self.run.truncate_metrics(state["epoch"])  # drop lines of epochs that will run again
+        main = distributed.is_main()  # the saved totals are summed over ranks: rank 0 carries them
+        totals = {k: v.to(self.device) if main else torch.zeros_like(v, device=self.device)
+                  for k, v in state["totals"].items()}
+        return state["epoch"], state["step"], totals
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT ask for a checkpoint at the next step boundary."""
+        """SIGTERM/SIGINT/SIGUSR2 ask for a checkpoint at the next step boundary."""
 
         def handler(signum: int, _frame: Any) -> None:
             self._stop_signal = signum
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        self._replaced = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         try:
             yield
         finally:
-            for s, h in previous.items():
+            for s, h in self._replaced.items():
                 signal.signal(s, h)
+
+    def _stop(self, loop: Loop, epoch: int, step: int, totals: dict[str, torch.Tensor]) -> None:
+        """Checkpoint, hand SIGUSR2 on to the handler it replaced (submitit's requeues and exits), then stop."""
+        self._save(loop, epoch, step, totals)
+        previous = self._replaced.get(self._stop_signal)
+        if self._stop_signal == REQUEUE_SIGNAL and callable(previous):
+            previous(self._stop_signal, None)
+        raise Interrupted(f"Interrupted by signal {self._stop_signal} at epoch {epoch}, step {step}.")
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, loop: Loop, epochs: int, resume: bool = False, label: str = "train") -> None:
@@ -124,29 +186,33 @@ class Trainer:
         epoch, step, totals = self._restore(loop) if resume else (0, 0, {})
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
-        with self._signals(), Progress(*columns, disable=not self.cfg.progress) as bar:
+        main = distributed.is_main()  # under torchrun only rank 0 shows progress and writes
+        progress = Progress(*columns, disable=not (self.cfg.progress and main))
+        with self._signals(), progress as bar, scalars(self.run.path, self.cfg.tensorboard and main) as tensorboard:
             while epoch < epochs:
                 n = loop.steps_per_epoch()
                 task = bar.add_task(f"{label} {epoch + 1}/{epochs}", total=n, completed=step, stats="")
                 t0 = time.time()
                 for batch in loop.batches(epoch, step):
+                    self.begin_step()
                     out = loop.step(batch, epoch, step)
                     totals = {k: totals.get(k, 0) + v.detach() for k, v in out.items()}
                     step += 1
                     if step % self.cfg.log_every == 0 or step == n:
                         bar.update(task, completed=step, stats=self._stats(totals, epoch, step))
-                    if self._stop_signal is not None:
-                        self._save(loop, epoch, step, totals)
-                        raise Interrupted(f"Interrupted by signal {self._stop_signal} at epoch {epoch}, step {step}.")
+                    if distributed.any_rank(self._stop_signal is not None):
+                        self._stop(loop, epoch, step, totals)
                     if self.cfg.checkpoint_every_steps and step % self.cfg.checkpoint_every_steps == 0 and step < n:
                         self._save(loop, epoch, step, totals)
-                record = {"epoch": epoch, **self._summary(totals, epoch, step)}
+                record = {"epoch": epoch, **self._summary(distributed.all_sum(totals), epoch, step)}
                 record.update(loop.end_epoch(epoch))
                 record["epoch_time"] = time.time() - t0
                 self.run.log_metrics(record)
+                tensorboard(record)
                 epoch, step, totals = epoch + 1, 0, {}
                 self._save(loop, epoch, step, totals)
                 bar.update(task, description=f"{label} {epoch}/{epochs}", stats=self._format(record))
+        distributed.barrier()  # rank 0 has written the last metrics and checkpoint before any rank goes on
 
     def _summary(self, totals: dict[str, torch.Tensor], epoch: int, step: int) -> dict[str, float]:
         """Host-side train metrics; a non-finite loss stops the run (last good checkpoint kept)."""
