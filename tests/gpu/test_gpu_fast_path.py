@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import nasctl
-import nasctl.entry  # registers the schemas and resolvers of the stage configs)
+import nasctl.entry  # registers the schemas and resolvers of the stage configs
 from nasctl.search.architect import Architect
 from nasctl.search.stage import SearchLoop, run_search
 from nasctl.spaces import create_supernet

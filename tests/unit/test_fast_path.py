@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import nasctl
-import nasctl.entry  # registers the schemas and resolvers of the stage configs)
+import nasctl.entry  # registers the schemas and resolvers of the stage configs
 from nasctl.errors import NasctlError
 from nasctl.search.architect import Architect
 from nasctl.search.stage import SearchLoop, run_search
@@ -33,9 +33,9 @@ EAGER = [
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # resolving needs only the device type, not a GPU
 
 
-def composed(*overrides: str, stage: str = "search"):
+def composed(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(stage, overrides=list(overrides))
+        return compose("search", overrides=list(overrides))
 
 
 # -- trainer=auto -----------------------------------------------------------------------------
@@ -47,10 +47,10 @@ def test_auto_takes_each_switch_from_the_device_table():
     assert cfg.precision == "auto"  # the caller's config is left as it was
 
 
-def test_auto_defaults_are_bf16_compiled_on_cuda_and_fp32_eager_on_cpu():
+def test_auto_is_bf16_nhwc_fused_compiled_on_cuda_and_fp32_nhwc_eager_on_cpu():
     table = composed("trainer=auto").trainer.auto
     assert table.cuda.precision == "bf16" and table.cuda.channels_last and table.cuda.compile and table.cuda.fused_optimizer
-    assert table.cpu.precision == "fp32" and not table.cpu.compile and not table.cpu.cuda_graphs
+    assert table.cpu.precision == "fp32" and table.cpu.channels_last and not table.cpu.compile and not table.cpu.cuda_graphs
 
 
 def test_a_switch_set_by_hand_beats_auto():
