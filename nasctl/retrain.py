@@ -24,7 +24,7 @@ from nasctl.errors import NasctlError
 from nasctl.search.stage import cosine_lr
 from nasctl.spaces.darts_eval import EvalNetwork, build_eval_network, check_genotype, count_params
 from nasctl.store import Run, atomic_write
-from nasctl.train import Interrupted, Trainer, distributed, seed_everything
+from nasctl.train import Trainer, distributed, recording, seed_everything
 
 FOLDER_DATASETS = ("imagenet",)  # read from disk per batch; everything else is one tensor in memory
 TOP5_MIN_CLASSES = 100  # report top-5 accuracy from this many classes on (CIFAR-100, ImageNet)
@@ -181,17 +181,11 @@ def run_retrain(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
         if distributed.is_main():
             atomic_write(out_dir / "genotype.json", G.dumps(genotype).encode())
     seed_everything(cfg.seed)
-    try:
+    with recording(run, "retrain"):
         trainer = Trainer(cfg.trainer, run)
         loop = RetrainLoop(cfg, trainer, run, genotype)
         run.update(status="running", device=str(trainer.device), processes=distributed.world(),
                    genotype=genotype.to_dict(), params_m=round(count_params(loop.model), 4))
         trainer.fit(loop, cfg.retrain.epochs, resume=resume, label="retrain")
-    except Interrupted as exc:
-        run.finish("interrupted", reason=str(exc))
-        raise Interrupted(f"{exc} Resume with: nasctl retrain resume={out_dir}") from None
-    except BaseException as exc:
-        run.finish("failed", reason=f"{type(exc).__name__}: {exc}")
-        raise
     run.finish("completed", best_test_acc=loop.best_acc, final=run.metrics()[-1])
     return run

@@ -27,7 +27,7 @@ from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run, atomic_write
-from nasctl.train import Interrupted, Trainer, seed_everything
+from nasctl.train import Trainer, recording, seed_everything
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -195,16 +195,10 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
     else:
         run = Run.create(out_dir, "search", cfg.seed, overrides, cfg)
     seed_everything(cfg.seed)
-    try:
+    with recording(run, "search"):
         trainer = Trainer(cfg.trainer, run)
         run.update(status="running", device=str(trainer.device))
         loop = SearchLoop(cfg, trainer, run)
         trainer.fit(loop, cfg.search.epochs, resume=resume, label="search")
-    except Interrupted as exc:
-        run.finish("interrupted", reason=str(exc))
-        raise Interrupted(f"{exc} Resume with: nasctl search resume={out_dir}") from None
-    except BaseException as exc:
-        run.finish("failed", reason=f"{type(exc).__name__}: {exc}")
-        raise
     run.finish("completed", genotype=G.load(out_dir / "genotype.json").to_dict())
     return run

@@ -36,6 +36,19 @@ REQUEUE_SIGNAL = getattr(signal, "SIGUSR2", None)
 SWITCHES = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")  # trainer.auto resolves these
 
 
+@contextlib.contextmanager
+def recording(run: Run, kind: str) -> Iterator[None]:
+    """Mark the run `interrupted` (with the resume command) or `failed` (with the reason) if the block raises."""
+    try:
+        yield
+    except Interrupted as exc:
+        run.finish("interrupted", reason=str(exc))
+        raise Interrupted(f"{exc} Resume with: nasctl {kind} resume={run.path}") from None
+    except BaseException as exc:
+        run.finish("failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+
+
 class Loop(Protocol):
     """What a stage gives the trainer."""
 
