@@ -15,6 +15,7 @@ import nasctl
 from nasctl.spaces.base import Supernet
 from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
 from nasctl.stabilizers import Batches, Stabilizers
+from tests.unit.test_architect import smooth
 
 K = 5
 TRAIN, VAL = torch.zeros(1), torch.ones(1)  # batch markers: the toy losses ignore the data
@@ -97,15 +98,6 @@ def test_cg_freezes_at_negative_curvature_instead_of_blowing_up():
     model = problem(0, [-1.0, 0.5, 1.0, 2.0, 3.0])
     got = amended(model, TOY, model.loss, eta=1.0, inverse="cg_k", cg_steps=20)
     assert torch.isfinite(got).all()
-
-
-def smooth(module: torch.nn.Module) -> None:
-    """Softplus instead of ReLU, so a finite difference of the gradient is meaningful."""
-    for name, child in module.named_children():
-        if isinstance(child, torch.nn.ReLU):
-            setattr(module, name, torch.nn.Softplus(beta=4.0))
-        else:
-            smooth(child)
 
 
 def test_on_a_supernet_the_identity_term_is_the_mixed_second_derivative_along_grad_w_val():
