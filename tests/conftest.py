@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tiny test workloads: one thread is as fast and immune to oversubscription
+# Tiny test workloads: one thread is as fast and immune to oversubscription. Every process the tests
+# start inherits it, so runs compared bit for bit (kill and resume) use the same reduction order.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 NB201_TABLE = REPO.parent / "shared" / "benchmarks" / "nb201" / "nats_tss_test_acc_200ep.csv"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -31,7 +34,7 @@ TINY_SEARCH = [
 
 def nasctl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m nasctl ARGS` in `cwd` and return the finished process (text output)."""
-    full_env = {**os.environ, "NASCTL_NB201": str(NB201_TABLE), "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {**os.environ, "NASCTL_NB201": str(NB201_TABLE), **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", "nasctl", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
