@@ -97,14 +97,20 @@ class BenchmarkConfig:
 
 
 @dataclass
-class SearchConfig:
+class RunConfig:
+    """What every stage that trains (search, retrain) has: seed, run store, data, trainer."""
+
     seed: int = MISSING
     run_root: str = MISSING
     resume: Any = False  # false | true (latest interrupted run) | a run directory
-    space: Any = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    stabilizer: dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class SearchConfig(RunConfig):
+    space: Any = MISSING
+    stabilizer: dict[str, Any] = field(default_factory=dict)
     search: SearchParams = field(default_factory=SearchParams)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
@@ -148,13 +154,8 @@ class RetrainParams:
 
 
 @dataclass
-class RetrainConfig:
-    seed: int = MISSING
-    run_root: str = MISSING
-    resume: Any = False  # false | true (latest interrupted run) | a run directory
+class RetrainConfig(RunConfig):
     genotype: str = MISSING  # zoo name | latest | genotype file | search run directory | literal
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     retrain: RetrainParams = field(default_factory=RetrainParams)
     search: Any = None  # search's section of a shared experiment preset (unused by retrain)
 
