@@ -55,6 +55,11 @@ class ArchString:
     def to_dict(self) -> dict:
         return {"space": self.space, "arch": self.arch}
 
+    @property
+    def ops(self) -> list[str]:
+        """The edge ops in string order (`|op~input|` tokens)."""
+        return [tok.split("~")[0] for tok in self.arch.split("|") if "~" in tok]
+
     def __str__(self) -> str:
         return self.arch
 

@@ -109,8 +109,21 @@ class Run:
         stored.trainer, stored.resume = cfg.trainer, cfg.resume
         return stored
 
+    def resumable(self, resume: Any) -> bool:
+        """Whether `resume=` should continue this run: a completed run is kept as it is, skipped under
+        `resume=true` (a re-run sweep) and refused when named explicitly."""
+        if self.manifest.get("status") != "completed":
+            return True
+        if resume is True:
+            return False
+        raise NasctlError(f"{self.path} is a completed {self.manifest.get('kind', 'run')}; nothing to resume "
+                          "(its results are kept as they are).")
+
     def update(self, **fields: Any) -> None:
-        self.write_manifest({**self.manifest, **fields})
+        manifest = {**self.manifest, **fields}
+        if fields.get("status") == "running":  # a resumed run: the last stop's reason no longer applies
+            manifest.pop("reason", None)
+        self.write_manifest(manifest)
 
     def finish(self, status: str, **fields: Any) -> None:
         self.update(status=status, ended=time.time(), **fields)

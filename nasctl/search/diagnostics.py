@@ -7,11 +7,10 @@ import torch
 from nasctl.genotype import CellGenotype, Genotype
 
 
-def skip_count(genotype: Genotype) -> int | None:
-    """Skip connections in the derived normal cell (DARTS-cell genotypes only)."""
-    if isinstance(genotype, CellGenotype):
-        return sum(op == "skip_connect" for op, _ in genotype.normal)
-    return None
+def skip_count(genotype: Genotype) -> int:
+    """Skip connections in the derived normal cell (NB201: in the one cell)."""
+    ops = [op for op, _ in genotype.normal] if isinstance(genotype, CellGenotype) else genotype.ops
+    return sum(op == "skip_connect" for op in ops)
 
 
 def alpha_entropy(alphas: dict[str, torch.Tensor]) -> float:

@@ -8,6 +8,7 @@ form cosine lr(e) = lr_min + (lr - lr_min)(1 + cos(pi e / E)) / 2 at epoch e.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from itertools import islice
 from pathlib import Path
@@ -28,6 +29,8 @@ from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer, recording, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -189,8 +192,9 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
     resume = bool(cfg.resume) and (out_dir / "manifest.json").exists()
     if resume:
         run = Run(out_dir)
-        if run.manifest.get("status") == "completed":
-            raise NasctlError(f"{out_dir} is a completed search; nothing to resume (its results are kept as they are).")
+        if not run.resumable(cfg.resume):
+            log.info("%s is a completed search; kept as it is.", out_dir)
+            return run
         cfg = run.resume_config(cfg)
     else:
         run = Run.create(out_dir, "search", cfg.seed, overrides, cfg)

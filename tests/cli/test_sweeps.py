@@ -49,6 +49,13 @@ def test_joblib_runs_two_jobs_in_parallel(tmp_path: Path, fashion: Path) -> None
     assert all(r["status"] == "completed" for r in runs.values())
     assert all(epochs(tmp_path / "sweep" / n) == [0, 1] for n in runs)
     assert max(r["started"] for r in runs.values()) < min(r["ended"] for r in runs.values())  # they overlapped
+    again = nasctl(
+        "search", "-m", *TINY_SEARCH, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1",
+        "hydra.sweep.dir=sweep", "resume=true", cwd=tmp_path, env=ONE_THREAD,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("is a completed search; kept as it is") == 2
+    assert manifests(tmp_path / "sweep") == runs and all(epochs(tmp_path / "sweep" / n) == [0, 1] for n in runs)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -91,5 +98,6 @@ def test_submitit_requeue_checkpoints_and_resumes(tmp_path: Path, fashion: Path)
     assert proc.returncode == 0, log
     job_logs = "".join(p.read_text() for p in (tmp_path / "sweep/.submitit").glob("*/*_log.*"))
     assert "Requeued job" in job_logs
-    assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and "reason" not in manifest  # the requeue's reason is gone
     assert epochs(run) == [0, 1, 2]  # every epoch once: the requeued job continued, it did not restart
