@@ -65,7 +65,7 @@ class Run:
 
     # -- manifest -------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, kind: str, seed: int, overrides: list[str], config: dict) -> "Run":
+    def create(cls, path: Path, kind: str, seed: int, overrides: list[str], config: dict) -> Run:
         """Start a new run: write its composed config and its manifest with status `running`."""
         run = cls(path)
         atomic_write(run.path / "config.yaml", OmegaConf.to_yaml(config).encode())

@@ -9,7 +9,7 @@ finite difference with r = 0.01 / ||grad_w' L_val||.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

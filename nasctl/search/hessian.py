@@ -12,7 +12,7 @@ it leaves no trace on the search: BN running statistics and the RNG state are re
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

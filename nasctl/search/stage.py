@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from nasctl.config import validate
-from nasctl.spaces import darts  # noqa: F401  (registers darts, s1-s4)
-from nasctl.spaces import nb201  # noqa: F401  (registers nb201)
+from nasctl.spaces import (
+    darts,  # noqa: F401  (registers darts, s1-s4)
+    nb201,  # noqa: F401  (registers nb201)
+)
 from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet
 
 __all__ = ["SPACES", "MixedOp", "Space", "Supernet", "create_supernet", "space_config"]

@@ -7,8 +7,9 @@ Op lists per edge come from the config, so RobustDARTS S1-S4 reuse this module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Optional
 
 import torch
 from torch import nn

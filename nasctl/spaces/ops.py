@@ -6,7 +6,7 @@ Each factory takes (C, stride, affine) and returns a module mapping (B, C, H, W)
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

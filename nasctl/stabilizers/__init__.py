@@ -9,7 +9,8 @@ SDARTS variants perturb the mixing weights) are refused before any work starts.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf

@@ -12,9 +12,9 @@ HVPs. There is no official code: see docs/methods.md for the choices made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 import torch
 from omegaconf import MISSING

@@ -9,8 +9,9 @@ the weight step inside `weight_step`; `on_epoch_start` runs before each epoch's 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 

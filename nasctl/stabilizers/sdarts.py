@@ -11,8 +11,8 @@ and alpha itself is never modified (the weights go in through `Supernet.mixing_o
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

@@ -52,7 +52,7 @@ def test_drawn_crops_cover_exactly_torchvisions_range():
     seen = set()
     for i in range(n):
         padded = TF.pad(x[i], [p]).float() / 255
-        crops = {(t, l, f): padded[:, t : t + 6, l : l + 7] for t, l, f in choices}
+        crops = {(t, left, f): padded[:, t : t + 6, left : left + 7] for t, left, f in choices}
         matches = [c for c, crop in crops.items() if torch.equal(out[i], crop.flip(-1) if c[2] else crop)]
         assert len(matches) == 1
         seen.add(matches[0])
