@@ -65,9 +65,19 @@ class TrainerConfig:
 
 
 @dataclass
-class SearchParams:
+class EpochParams:
+    """What search and retrain both schedule: epochs, batches, clipping, quick-run caps, augmentation."""
+
     epochs: int = MISSING
     batch_size: int = MISSING
+    grad_clip: float = MISSING
+    steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
+    eval_batches: Optional[int] = None  # cap the batches of the per-epoch evaluation
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class SearchParams(EpochParams):
     train_portion: float = MISSING
     order: str = MISSING  # first | second
     w_lr: float = MISSING
@@ -75,14 +85,10 @@ class SearchParams:
     w_momentum: float = MISSING
     w_weight_decay: float = MISSING
     w_nesterov: bool = False
-    grad_clip: float = MISSING
     arch_lr: float = MISSING
     arch_betas: list[float] = MISSING
     arch_weight_decay: float = MISSING
-    steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
-    eval_batches: Optional[int] = None  # cap the batches of the per-epoch validation
     drop_path: float = MISSING  # RobustDARTS: drop-path on whole mixed edges, prob drop_path*e/(E-1)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -133,24 +139,18 @@ class NetConfig:
 
 
 @dataclass
-class RetrainParams:
-    epochs: int = MISSING
-    batch_size: int = MISSING
+class RetrainParams(EpochParams):
     lr: float = MISSING
     lr_schedule: str = MISSING  # cosine (to lr_min) | step (lr * lr_gamma^epoch)
     lr_min: float = MISSING
     lr_gamma: float = MISSING
     momentum: float = MISSING
     weight_decay: float = MISSING
-    grad_clip: float = MISSING
     label_smoothing: float = MISSING
     auxiliary_weight: float = MISSING  # weight of the auxiliary head's loss; 0 = no auxiliary head
     drop_path: float = MISSING  # drop-path probability, ramped drop_path * epoch / epochs
-    steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
-    eval_batches: Optional[int] = None  # cap the batches of the per-epoch test pass
     workers: int = MISSING  # DataLoader workers for datasets read from disk (ImageNet)
     net: NetConfig = field(default_factory=NetConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
