@@ -7,6 +7,7 @@ cells/<run>.png.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def figures(runs: list[SearchRun], curves: list[str], out: Path) -> dict[str, li
 
 def run_report(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Collect the search runs under `cfg.dir`, print the tables, write CSV/Markdown/PNGs; returns the tables."""
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 240)  # a log file gets whole rows
     root = resolve_dir(cfg.dir, cfg.run_root)
     if not root.is_dir():
         raise NasctlError(f"dir={cfg.dir}: {root} is not a directory.")
