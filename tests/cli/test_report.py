@@ -11,7 +11,7 @@ import pytest
 from nasctl import genotype as G
 from nasctl.report import cells
 from nasctl.report.table import short, summary
-from tests.conftest import FASHION, nasctl
+from tests.conftest import FASHION, nasctl, require_nb201_table
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 NB201_SWEEP = [
@@ -26,6 +26,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-job NB201 sweep (none, sdarts_rs) in the default runs/ layout of a fresh directory."""
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is not installed")
+    require_nb201_table()
     cwd = tmp_path_factory.mktemp("report")
     out = nasctl("search", "-m", *NB201_SWEEP, cwd=cwd, env=ONE_THREAD)
     assert out.returncode == 0, out.stderr

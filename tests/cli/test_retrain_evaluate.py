@@ -13,7 +13,7 @@ import torch
 
 from nasctl import genotype as G
 from tests.cli.test_resume import checkpoint_sums, wait_for
-from tests.conftest import NB201_TABLE, TINY_SEARCH, nasctl
+from tests.conftest import TINY_SEARCH, nasctl
 
 pytestmark = pytest.mark.slow
 
@@ -112,12 +112,12 @@ def test_evaluate_zoo_genotype_without_any_dataset_files(tmp_path):
     assert result["dataset"] == "cifar10" and "test_acc" not in result
 
 
-def test_evaluate_nb201_arch_string_looks_up_the_benchmark(tmp_path):
+def test_evaluate_nb201_arch_string_looks_up_the_benchmark(tmp_path, nb201_table):
     out = nasctl("evaluate", "space=nb201", f"genotype='{ALL_SKIP}'", "output=json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["benchmark"] == pytest.approx({"cifar10": 54.30, "cifar100": 15.61, "imagenet16_120": 16.32}, abs=0.01)
-    assert result["table"] == str(NB201_TABLE)
+    assert result["table"] == str(nb201_table)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from nasctl import genotype as G
 from nasctl.benchmarks import load_table
-from tests.conftest import NB201_TABLE, nasctl
+from tests.conftest import nasctl
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,11 @@ def only_run(root: Path) -> Path:
     return manifest.parent
 
 
-def test_nb201_search_logs_and_derive_prints_benchmark_accuracy(tmp_path, fashion):
+def test_nb201_search_logs_and_derive_prints_benchmark_accuracy(tmp_path, fashion, nb201_table):
     search = nasctl("search", "space=nb201", "space.N=1", *TINY, cwd=tmp_path)
     assert search.returncode == 0, search.stderr
     run = only_run(tmp_path)
-    table = load_table(NB201_TABLE)
+    table = load_table(nb201_table)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2
     for r in records:  # each epoch: the argmax arch and its benchmark accuracies

@@ -16,7 +16,7 @@ from nasctl.config import BenchmarkConfig
 from nasctl.errors import NasctlError
 from nasctl.spaces import SPACES, MixedOp, space_config
 from nasctl.spaces.nb201 import EDGES, Nb201Supernet, ResNetBlock, SearchCell
-from tests.conftest import NB201_TABLE, REPO
+from tests.conftest import NB201_TABLE, REPO, require_nb201_table
 
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -36,9 +36,7 @@ def one_hot_alphas(choice: list[int]) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def table():
-    if not NB201_TABLE.is_file():
-        pytest.skip(f"the shared NAS-Bench-201 table is not at {NB201_TABLE}")
-    return load_table(NB201_TABLE)
+    return load_table(require_nb201_table())
 
 
 # -- the supernet -----------------------------------------------------------------------------
