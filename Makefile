@@ -4,8 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+NB201   ?= $(or $(NASCTL_NB201),$(wildcard ../shared/benchmarks/nb201/nats_tss_test_acc_200ep.csv))
 
-.PHONY: help install data quickstart test test-all lint bench clean
+.PHONY: help install data quickstart study test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +29,10 @@ data:  ## install Fashion-MNIST (Debian package dataset-fashion-mnist) when apt 
 quickstart: install  ## a real search on Fashion-MNIST on CPU, then derive
 	$(BIN)/nasctl search experiment=quickstart
 	$(BIN)/nasctl derive run=latest
+
+study: install  ## the NB201 stability study (21 searches, ~30 min on 2 cores) and its report (docs/results.md)
+	OMP_NUM_THREADS=1 $(if $(NB201),NASCTL_NB201=$(abspath $(NB201))) $(BIN)/nasctl search experiment=nb201_stability hydra/launcher=joblib hydra.launcher.n_jobs=2
+	$(BIN)/nasctl report
 
 test: install  ## the test suite (CPU; GPU tests skip without CUDA)
 	HYDRA_FULL_ERROR=1 $(BIN)/python -m pytest -q
