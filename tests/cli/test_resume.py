@@ -84,3 +84,11 @@ def test_sigterm_checkpoints_and_exits_interrupted(tmp_path, fashion):
     assert again.returncode == 0, again.stderr
     done = nasctl("search", *ARGS, "resume=term", cwd=tmp_path)
     assert done.returncode == 2 and "completed" in done.stderr
+
+
+@pytest.mark.parametrize("stage", ["search", "retrain"])
+def test_resume_true_with_nothing_unfinished_is_a_clear_error(tmp_path, stage):
+    out = nasctl(stage, "resume=true", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"no unfinished {stage} run under runs/{stage}" in " ".join(out.stderr.split())
+    assert not (tmp_path / "runs" / stage).exists() or not any((tmp_path / "runs" / stage).iterdir())
