@@ -56,9 +56,15 @@ class ArchString:
         return {"space": self.space, "arch": self.arch}
 
     @property
+    def nodes(self) -> list[list[tuple[str, int]]]:
+        """Per node 1, 2, 3: its (op, input node) edges, read from the `|op~input|` tokens."""
+        return [[(op, int(j)) for op, j in (tok.split("~") for tok in node.split("|"))]
+                for node in self.arch.strip("|").split("|+|")]
+
+    @property
     def ops(self) -> list[str]:
-        """The edge ops in string order (`|op~input|` tokens)."""
-        return [tok.split("~")[0] for tok in self.arch.split("|") if "~" in tok]
+        """The edge ops in string order."""
+        return [op for node in self.nodes for op, _ in node]
 
     def __str__(self) -> str:
         return self.arch

@@ -39,8 +39,7 @@ def edge_labels(kind: str, space_cfg: Any) -> dict[str, list[tuple[str, list[str
 def graphs(g: G.Genotype) -> dict[str, tuple[list[str], list[Edge]]]:
     """Per cell type: the nodes (inputs first) and the labelled edges of a derived cell."""
     if isinstance(g, G.ArchString):
-        edges = [(op_from.split("~")[1], str(i), op_from.split("~")[0])
-                 for i, node in enumerate(g.arch.strip("|").split("|+|"), start=1) for op_from in node.split("|")]
+        edges = [(str(j), str(i), op) for i, node in enumerate(g.nodes, start=1) for op, j in node]
         return {"cell": (["0", "1", "2", "3"], [e for e in edges if e[2] != "none"])}
     out = {}
     for cell in ("normal", "reduce"):

@@ -68,8 +68,7 @@ def short(g: G.Genotype | None) -> str | None:
     if g is None:
         return None
     if isinstance(g, G.ArchString):
-        nodes = g.arch.strip("|").split("|+|")
-        return "; ".join(" ".join(SHORT.get(e.split("~")[0], e) for e in node.split("|")) for node in nodes)
+        return "; ".join(" ".join(SHORT.get(op, op) for op, _ in node) for node in g.nodes)
     pairs = [f"{SHORT.get(op, op)}:{j}" for op, j in g.normal]
     return "; ".join(" ".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
 
