@@ -186,17 +186,22 @@ class Run:
             raise first
 
 
-def find_runs(run_root: str | Path, kind: str) -> list[Run]:
-    """All runs of a kind under `run_root/<kind>` (multirun jobs included), oldest first."""
+def runs_below(root: str | Path, kind: str) -> list[tuple[Run, dict[str, Any]]]:
+    """Every run of a kind at or below `root` with its manifest, oldest first (unreadable ones skipped)."""
     runs = []
-    for m in Path(run_root, kind).glob(f"**/{MANIFEST}"):
+    for m in Path(root).glob(f"**/{MANIFEST}"):
         try:
             manifest = json.loads(m.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         if manifest.get("kind") == kind:
-            runs.append((manifest.get("started", 0.0), str(m.parent), Run(m.parent)))
-    return [r for _, _, r in sorted(runs, key=lambda t: (t[0], t[1]))]
+            runs.append((Run(m.parent), manifest))
+    return sorted(runs, key=lambda rm: (rm[1].get("started", 0.0), str(rm[0].path)))
+
+
+def find_runs(run_root: str | Path, kind: str) -> list[Run]:
+    """All runs of a kind under `run_root/<kind>` (multirun jobs included), oldest first."""
+    return [run for run, _ in runs_below(Path(run_root, kind), kind)]
 
 
 def resolve_run(spec: str, run_root: str | Path, kind: str) -> Run:

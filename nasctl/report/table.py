@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 from rich.table import Table
 
 from nasctl import genotype as G
-from nasctl.store import MANIFEST, Run
+from nasctl.store import Run, runs_below
 
 
 @dataclass
@@ -38,17 +37,10 @@ class SearchRun:
 def collect(root: Path) -> list[SearchRun]:
     """Every search run at or below `root`, sorted by space, dataset, method and seed."""
     runs = []
-    for m in root.glob(f"**/{MANIFEST}"):
-        try:
-            manifest = json.loads(m.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if manifest.get("kind") != "search":
-            continue
-        run = Run(m.parent)
+    for run, manifest in runs_below(root, "search"):
         cfg = run.config
         method = "+".join(cfg.stabilizer or {"none": None})
-        where = m.parent.relative_to(root).as_posix() if m.parent != root else m.parent.name
+        where = run.path.relative_to(root).as_posix() if run.path != root else run.path.name
         g = run.path / "genotype.json"
         runs.append(SearchRun(
             run=run, label=f"{where.replace('/', '_')}-{method}-seed{manifest['seed']}", method=method,
