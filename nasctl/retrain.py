@@ -8,7 +8,6 @@ gradient clipping, and a plain cross-entropy test pass after every epoch.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from itertools import islice
@@ -26,8 +25,6 @@ from nasctl.search.stage import cosine_lr
 from nasctl.spaces.darts_eval import EvalNetwork, build_eval_network, check_genotype, count_params
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer, distributed, recording, seed_everything
-
-log = logging.getLogger(__name__)
 
 FOLDER_DATASETS = ("imagenet",)  # read from disk per batch; everything else is one tensor in memory
 TOP5_MIN_CLASSES = 100  # report top-5 accuracy from this many classes on (CIFAR-100, ImageNet)
@@ -169,7 +166,6 @@ def run_retrain(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
     if resume:
         run = distributed.run_class()(out_dir)  # under torchrun only rank 0 writes
         if not run.resumable(cfg.resume):
-            log.info("%s is a completed retrain; kept as it is.", out_dir)
             return run
         cfg = run.resume_config(cfg)
         genotype = G.load(out_dir / "genotype.json")  # the run's own, even if `latest` has moved on

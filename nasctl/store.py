@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -23,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import nasctl
 from nasctl.errors import NasctlError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
@@ -112,12 +115,14 @@ class Run:
     def resumable(self, resume: Any) -> bool:
         """Whether `resume=` should continue this run: a completed run is kept as it is, skipped under
         `resume=true` (a re-run sweep) and refused when named explicitly."""
-        if self.manifest.get("status") != "completed":
+        manifest = self.manifest
+        if manifest.get("status") != "completed":
             return True
+        kind = manifest.get("kind", "run")
         if resume is True:
+            log.info("%s is a completed %s; kept as it is.", self.path, kind)
             return False
-        raise NasctlError(f"{self.path} is a completed {self.manifest.get('kind', 'run')}; nothing to resume "
-                          "(its results are kept as they are).")
+        raise NasctlError(f"{self.path} is a completed {kind}; nothing to resume (its results are kept as they are).")
 
     def update(self, **fields: Any) -> None:
         manifest = {**self.manifest, **fields}

@@ -8,7 +8,6 @@ form cosine lr(e) = lr_min + (lr - lr_min)(1 + cos(pi e / E)) / 2 at epoch e.
 from __future__ import annotations
 
 import io
-import logging
 import math
 from collections.abc import Iterator
 from itertools import islice
@@ -30,8 +29,6 @@ from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer, recording, seed_everything
-
-log = logging.getLogger(__name__)
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -194,7 +191,6 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
     if resume:
         run = Run(out_dir)
         if not run.resumable(cfg.resume):
-            log.info("%s is a completed search; kept as it is.", out_dir)
             return run
         cfg = run.resume_config(cfg)
     else:
