@@ -8,6 +8,7 @@ after a warm-up. An NB201 arch string: its accuracies in the NAS-Bench-201 table
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -30,7 +31,7 @@ from nasctl.spaces import SPACES
 from nasctl.spaces.darts_eval import EvalNetwork, build_eval_network, count_params
 from nasctl.store import Run, atomic_write, resolve_run
 from nasctl.train import pick_device
-from nasctl.train.trainer import resolve_switches
+from nasctl.train.trainer import autocast_for, resolve_switches
 
 OUTPUTS = ("table", "json")
 
@@ -38,8 +39,7 @@ OUTPUTS = ("table", "json")
 def device_and_autocast(cfg: Any) -> tuple[torch.device, Callable[[], Any]]:
     """The device of a trainer config and its autocast (bf16 where its precision, `auto` resolved, says so)."""
     device = pick_device(cfg.device)
-    bf16 = resolve_switches(cfg, device).precision == "bf16"
-    return device, lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return device, functools.partial(autocast_for, device, resolve_switches(cfg, device).precision)
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:

@@ -97,6 +97,11 @@ def resolve_switches(cfg: TrainerConfig, device: torch.device) -> TrainerConfig:
     return cfg
 
 
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` where `precision` (resolved) is bf16, else a disabled one."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -129,7 +134,7 @@ class Trainer:
         self._replaced: dict[int, Any] = {}
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast_for(self.device, self.cfg.precision)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move `model` to the device (NHWC with channels_last) and compile its forward in place.
