@@ -110,12 +110,8 @@ def compose_case(cfg: DictConfig, stage: str, overrides: list[str]) -> DictConfi
 
 
 def unavailable(stage: str, overrides: list[str]) -> str:
-    """Why a case cannot run here (a stabilizer or the eval network not in this checkout), or ''."""
+    """Why a case cannot run here (a stabilizer not registered in this checkout), or ''."""
     if stage == "retrain":
-        try:
-            import nasctl.retrain  # noqa: F401  (needs spaces/darts_eval.py)
-        except ImportError as exc:
-            return f"retrain is not available: {exc}"
         return ""
     from nasctl.stabilizers import STABILIZERS
 
@@ -136,8 +132,8 @@ def build(stage: str, ccfg: DictConfig, trainer: Trainer, run: Run) -> tuple[Loo
 
         return SearchLoop(ccfg, trainer, run), 1
     from nasctl import genotype as G
+    from nasctl.evalnet import check_genotype
     from nasctl.retrain import RetrainLoop
-    from nasctl.spaces.darts_eval import check_genotype
 
     genotype = check_genotype(G.resolve_genotype(ccfg.genotype, ccfg.run_root))
     return RetrainLoop(ccfg, trainer, run, genotype), ccfg.retrain.batch_size

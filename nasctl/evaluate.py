@@ -26,9 +26,9 @@ from nasctl import genotype as G
 from nasctl.benchmarks import table_for
 from nasctl.derive import benchmark_table
 from nasctl.errors import NasctlError
+from nasctl.evalnet import EvalNetwork, build_eval_network, count_params
 from nasctl.retrain import check_recipe, test_batches, test_pass
 from nasctl.spaces import SPACES
-from nasctl.spaces.darts_eval import EvalNetwork, build_eval_network, count_params
 from nasctl.store import Run, atomic_write, resolve_run
 from nasctl.train import pick_device
 from nasctl.train.trainer import autocast_for, resolve_switches

@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from nasctl import genotype as G
 from nasctl.data import DeviceBatches, HostBatches, load_folder_split, load_split
 from nasctl.errors import NasctlError
+from nasctl.evalnet import EvalNetwork, build_eval_network, check_genotype, count_params
 from nasctl.search.stage import cosine_lr
-from nasctl.spaces.darts_eval import EvalNetwork, build_eval_network, check_genotype, count_params
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer, distributed, recording, seed_everything
 

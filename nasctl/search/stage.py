@@ -101,7 +101,7 @@ class SearchLoop:
         for group in self.w_opt.param_groups:
             group["lr"] = self.lr(epoch)
         s = self.cfg.search
-        self.model.drop_path_prob = s.drop_path * epoch / max(s.epochs - 1, 1)  # RobustDARTS ramp
+        self.model.set_drop_path(s.drop_path * epoch / max(s.epochs - 1, 1))  # RobustDARTS ramp
         val = cycle_batches(self.val_batches, epoch, start_step)
         return islice(zip(self.train_batches.epoch(epoch, start_step), val), self.steps_per_epoch() - start_step)
 

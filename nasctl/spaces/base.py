@@ -7,7 +7,7 @@ logits are optimised (that is the search loop's and the stabilizers' business).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nasctl.registry import Registry
-from nasctl.spaces.ops import OPS, OpFactory
+from nasctl.spaces.ops import OPS, OpFactory, drop_path
 
 
 class MixedOp(nn.Module):
@@ -52,6 +52,8 @@ class Supernet(nn.Module):
     `alphas[cell]`, one (edges, ops) logit matrix per cell type). The logits are registered
     parameters (so they move, save and load with the model) but are excluded from
     `weight_parameters()`, hence from the weight optimizer and its gradient clipping.
+    Search drop-path (RobustDARTS) is part of the API: the loop calls `set_drop_path` each epoch
+    and a space's cells sum their mixed-edge outputs with `node_sum(outs, self.edge_drop_prob())`.
     """
 
     def __init__(self, edge_ops: Mapping[str, list[list[str]]]) -> None:
@@ -61,6 +63,15 @@ class Supernet(nn.Module):
             {k: nn.Parameter(1e-3 * torch.randn(len(e), len(e[0]))) for k, e in self.edge_ops.items()}
         )
         self._mixing_override: dict[str, torch.Tensor] | None = None
+        self.drop_prob = 0.0
+
+    def set_drop_path(self, prob: float) -> None:
+        """Search drop-path: each whole mixed-edge output is dropped per sample with `prob` in train mode."""
+        self.drop_prob = prob
+
+    def edge_drop_prob(self) -> float:
+        """The drop-path probability the cells apply now: `set_drop_path`'s in train mode, 0 in eval mode."""
+        return self.drop_prob if self.training else 0.0
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.alphas.values())
@@ -86,6 +97,11 @@ class Supernet(nn.Module):
 
     def mixed_ops(self) -> Iterator[MixedOp]:
         return (m for m in self.modules() if isinstance(m, MixedOp))
+
+
+def node_sum(outs: Iterable[torch.Tensor], drop_prob: float) -> torch.Tensor:
+    """A node of a search cell: the sum of its mixed-edge outputs, each drop-pathed when `drop_prob` > 0."""
+    return sum(drop_path(o, drop_prob) if drop_prob > 0 else o for o in outs)
 
 
 @dataclass(frozen=True)

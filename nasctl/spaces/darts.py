@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from nasctl.genotype import CellGenotype
-from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet
-from nasctl.spaces.darts_eval import drop_path
+from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet, node_sum
 from nasctl.spaces.ops import FactorizedReduce, ReLUConvBN
 
 CELL_TYPES = ("normal", "reduce")
@@ -67,7 +66,7 @@ class SearchCell(nn.Module):
         offset = 0
         for _ in range(self.steps):
             outs = (self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
-            states.append(sum(drop_path(o, drop_prob) if drop_prob > 0 else o for o in outs))
+            states.append(node_sum(outs, drop_prob))
             offset += len(states) - 1
         return torch.cat(states[-self.multiplier :], dim=1)
 
@@ -91,11 +90,10 @@ class DartsSupernet(Supernet):
             C_pp, C_p = C_p, cfg.multiplier * C_curr
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
-        self.drop_path_prob = 0.0  # on each whole mixed-edge output in train mode (RobustDARTS); set per epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mix = self.mixing()
-        drop_prob = self.drop_path_prob if self.training else 0.0
+        drop_prob = self.edge_drop_prob()
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, mix["reduce" if cell.reduction else "normal"], drop_prob)

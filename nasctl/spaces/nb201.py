@@ -16,8 +16,7 @@ from torch import nn
 
 from nasctl.errors import NasctlError
 from nasctl.genotype import ArchString
-from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet
-from nasctl.spaces.darts_eval import drop_path
+from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet, node_sum
 from nasctl.spaces.ops import NB201_OPS, ReLUConvBN
 
 NODES = 4
@@ -44,7 +43,7 @@ class SearchCell(nn.Module):
         nodes = [x]
         for i in range(1, NODES):
             outs = (self.edges[k](nodes[j], weights[k]) for k, (t, j) in enumerate(EDGES) if t == i)
-            nodes.append(sum(drop_path(o, drop_prob) if drop_prob > 0 else o for o in outs))
+            nodes.append(node_sum(outs, drop_prob))
         return nodes[-1]
 
 
@@ -84,7 +83,6 @@ class Nb201Supernet(Supernet):
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_last), nn.ReLU(inplace=False))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_last, num_classes)
-        self.drop_path_prob = 0.0  # search.drop_path, as in the DARTS space: each mixed-edge output, train mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 2**REDUCTIONS or x.shape[-2] % 2**REDUCTIONS:
@@ -93,7 +91,7 @@ class Nb201Supernet(Supernet):
                 f"whose 2x2 avg-pool shortcut needs even sides, so both sides must be multiples of "
                 f"{2**REDUCTIONS}: use a dataset with 16, 28 or 32-pixel images (or the darts/s1-s4 spaces)."
             )
-        w, drop_prob = self.mixing()["cell"], self.drop_path_prob if self.training else 0.0
+        w, drop_prob = self.mixing()["cell"], self.edge_drop_prob()
         h = self.stem(x)
         for layer in self.layers:
             h = layer(h, w, drop_prob) if isinstance(layer, SearchCell) else layer(h)

@@ -95,6 +95,13 @@ class Noise(nn.Module):
         return torch.randn_like(x[:, :, :: self.stride, :: self.stride])
 
 
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples with probability `drop_prob`, scale the kept ones by 1/keep (DARTS cnn/utils.py)."""
+    keep = 1.0 - drop_prob
+    mask = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) < keep
+    return x / keep * mask
+
+
 def pool(kind: str, C: int, stride: int, affine: bool) -> nn.Module:
     """3x3 pooling; in search cells (affine=False) followed by a non-affine BN as in DARTS."""
     layer = (

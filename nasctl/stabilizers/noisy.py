@@ -21,6 +21,7 @@ from torch import nn
 
 from nasctl.errors import NasctlError
 from nasctl.spaces.base import Supernet
+from nasctl.spaces.ops import drop_path
 from nasctl.stabilizers.base import STABILIZERS, Stabilizer, StabilizerDef
 
 
@@ -56,12 +57,6 @@ def decay_at(cfg: NoisyConfig, epoch: int) -> float:
     if not cfg.decay:
         return 1.0
     return (1 + math.cos(math.pi * epoch / cfg.decay_epochs)) / 2 if epoch <= cfg.decay_epochs else 0.0
-
-
-def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero whole samples with probability p and scale the kept ones by 1 / (1 - p)."""
-    keep = torch.empty(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype).bernoulli_(1 - p)
-    return x * keep / (1 - p)
 
 
 class NoisySkip(nn.Module):

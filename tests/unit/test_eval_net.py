@@ -10,7 +10,7 @@ from torch import nn
 
 from nasctl import genotype as G
 from nasctl.errors import NasctlError
-from nasctl.spaces.darts_eval import build_eval_network, count_params, drop_path
+from nasctl.evalnet import build_eval_network, count_params, drop_path
 
 CIFAR = SimpleNamespace(num_classes=10, channels=3, size=32)
 FASHION = SimpleNamespace(num_classes=10, channels=1, size=28)

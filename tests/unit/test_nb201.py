@@ -114,7 +114,7 @@ def test_drop_path_acts_in_train_mode_only():
     x = torch.randn(8, 1, 8, 8)
     net.train()
     assert torch.equal(net(x), net(x))
-    net.drop_path_prob = 0.5
+    net.set_drop_path(0.5)
     assert not torch.equal(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))

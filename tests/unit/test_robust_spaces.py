@@ -113,7 +113,7 @@ def test_drop_path_acts_on_mixed_edges_in_train_mode_only():
     net = sp.build(cfg, 10, 1).train()
     x = torch.randn(8, 1, 8, 8)
     assert torch.equal(net(x), net(x))
-    net.drop_path_prob = 0.5
+    net.set_drop_path(0.5)
     assert not torch.equal(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))

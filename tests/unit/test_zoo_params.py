@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from nasctl.evalnet import build_eval_network, count_params
 from nasctl.genotype import ZOO
-from nasctl.spaces.darts_eval import build_eval_network, count_params
 
 TOLERANCE = 0.05  # millions
 

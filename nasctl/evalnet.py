@@ -1,7 +1,7 @@
 """DARTS evaluation networks: a `CellGenotype` stacked into the CIFAR or the ImageNet network.
 
 Follows `quark0/darts` cnn/model.py (NetworkCIFAR, NetworkImageNet, the two auxiliary heads) and
-cnn/utils.py (drop_path, count_parameters_in_MB). Ops come from `spaces/ops.py` with affine BN.
+cnn/utils.py (count_parameters_in_MB). Ops and drop_path come from `spaces/ops.py`, with affine BN.
 Two generalisations, both identical to the reference at its input sizes: the final pooling is
 global (the reference's AvgPool2d(7) at 224 px), and an auxiliary head whose reference pooling
 does not give the 2x2 map its 2x2 conv needs (e.g. 7x7 Fashion-MNIST maps) pools adaptively to 2x2.
@@ -16,16 +16,9 @@ from torch import nn
 
 from nasctl.errors import NasctlError
 from nasctl.genotype import CellGenotype, Genotype
-from nasctl.spaces.ops import OPS, FactorizedReduce, ReLUConvBN
+from nasctl.spaces.ops import OPS, FactorizedReduce, ReLUConvBN, drop_path
 
 STEMS = ("cifar", "imagenet")
-
-
-def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
-    """Zero whole samples with probability `drop_prob`, scale the kept ones by 1/keep."""
-    keep = 1.0 - drop_prob
-    mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep
-    return x / keep * mask
 
 
 class EvalCell(nn.Module):
