@@ -206,6 +206,49 @@ ZOO: dict[str, CellGenotype] = {
         [("skip_connect", 1), ("max_pool_3x3", 0), ("avg_pool_3x3", 0), ("sep_conv_5x5", 2),
          ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("dil_conv_3x3", 4)],
     ),
+    # yuhuixu1993/PC-DARTS:genotypes.py:78 PC_DARTS_cifar (@b74702f; `PCDARTS = PC_DARTS_cifar`, :82)
+    "pc_darts": _darts_cell(
+        [("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+         ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1)],
+        [("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+         ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2)],
+    ),
+    # yuhuixu1993/PC-DARTS:genotypes.py:79 PC_DARTS_image (@b74702f; searched on ImageNet)
+    "pc_darts_imagenet": _darts_cell(
+        [("skip_connect", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 0), ("skip_connect", 1),
+         ("sep_conv_3x3", 1), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("dil_conv_5x5", 4)],
+        [("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 2), ("max_pool_3x3", 1),
+         ("sep_conv_3x3", 2), ("sep_conv_3x3", 1), ("sep_conv_5x5", 0), ("sep_conv_3x3", 3)],
+    ),
+    # D-X-Y/AutoDL-Projects:xautodl/nas_infer_model/DXYs/genotypes.py:144 GDAS_V1 (@f46486e; node pairs flattened)
+    "gdas": _darts_cell(
+        [("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_5x5", 2),
+         ("sep_conv_3x3", 3), ("skip_connect", 0), ("sep_conv_5x5", 4), ("sep_conv_3x3", 3)],
+        [("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("sep_conv_5x5", 2), ("sep_conv_5x5", 1),
+         ("dil_conv_5x5", 2), ("sep_conv_3x3", 1), ("sep_conv_5x5", 0), ("sep_conv_5x5", 1)],
+    ),
+    # D-X-Y/AutoDL-Projects:lib/nas/genotypes.py:204 GDAS_FG (@8985bbe, the 2019 tree; weights dropped):
+    # the normal cell of GDAS_F1 (searched with the fixed reduction cell) and the reduction cell of GDAS_V1
+    "gdas_fg": _darts_cell(
+        [("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_3x3", 2),
+         ("skip_connect", 0), ("sep_conv_3x3", 2), ("skip_connect", 0), ("sep_conv_3x3", 2)],
+        [("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("sep_conv_5x5", 2), ("sep_conv_5x5", 1),
+         ("dil_conv_5x5", 2), ("sep_conv_3x3", 1), ("sep_conv_5x5", 0), ("sep_conv_5x5", 1)],
+    ),
+    # xiangning-chen/DrNAS:DARTS-space/genotypes.py:82 DrNAS_cifar10 (@f2caa4d)
+    "drnas": _darts_cell(
+        [("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+         ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2), ("dil_conv_5x5", 3)],
+        [("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("dil_conv_5x5", 2), ("sep_conv_5x5", 1),
+         ("sep_conv_5x5", 1), ("dil_conv_5x5", 3), ("skip_connect", 4), ("sep_conv_5x5", 1)],
+    ),
+    # xiangning-chen/DrNAS:DARTS-space/genotypes.py:83 DrNAS_imagenet (@f2caa4d; searched on ImageNet)
+    "drnas_imagenet": _darts_cell(
+        [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+         ("sep_conv_3x3", 0), ("dil_conv_3x3", 3), ("skip_connect", 0), ("sep_conv_3x3", 1)],
+        [("max_pool_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2),
+         ("sep_conv_3x3", 0), ("sep_conv_3x3", 2), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1)],
+    ),
 }
 
 
