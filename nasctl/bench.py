@@ -237,14 +237,14 @@ def check(cfg: DictConfig) -> None:
         raise NasctlError(f"bench skip={list(unknown)}: not a case or variant name ({', '.join(sorted(known))}).")
 
 
-SHORT = {"channels_last": "NHWC", "fused_optimizer": "fused", "compile": "compile", "cuda_graphs": "graphs"}
+SWITCH_LABELS = {"channels_last": "NHWC", "fused_optimizer": "fused", "compile": "compile", "cuda_graphs": "graphs"}
 
 
 def describe(switches: dict[str, Any] | None) -> str:
     """e.g. `bf16 NHWC fused`: the precision and the switches that are on."""
     if not switches:
         return ""
-    return " ".join([switches["precision"], *(short for k, short in SHORT.items() if switches[k])])
+    return " ".join([switches["precision"], *(short for k, short in SWITCH_LABELS.items() if switches[k])])
 
 
 def print_table(report: dict[str, Any]) -> None:

@@ -32,18 +32,12 @@ def alphas_at(run: Run, epoch: int | None) -> tuple[dict[str, torch.Tensor], int
 
 
 def genotype_table(g: G.Genotype) -> Table:
+    columns, rows = g.rows()
     table = Table(title=f"genotype ({g.space})")
-    if isinstance(g, G.ArchString):
-        table.add_column("node")
-        table.add_column("inputs (op~from)")
-        for i, node in enumerate(g.arch.strip("|").split("|+|"), start=1):
-            table.add_row(str(i), node.replace("|", "  "))
-        return table
-    for col in ("cell", "node", "input", "op"):
+    for col in columns:
         table.add_column(col)
-    for cell in ("normal", "reduce"):
-        for k, (op, j) in enumerate(getattr(g, cell)):
-            table.add_row(cell if k == 0 else "", str(2 + k // 2), str(j), op)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -60,7 +54,7 @@ def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any
     console = console or Console()
     run = resolve_run(cfg.run, cfg.run_root, "search")
     space, scfg = space_config(run.config.space)
-    bench = table_for(space.genotype_kind, cfg.benchmark)
+    bench = table_for(space.genotype, cfg.benchmark)
     alphas, epoch = alphas_at(run, cfg.epoch)
     genotype = space.derive(alphas, scfg)
     name = "genotype.json" if cfg.epoch is None else f"genotype_epoch{epoch}.json"
@@ -73,6 +67,7 @@ def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any
         result["benchmark"] = bench.accuracies(str(genotype))
         console.print(benchmark_table(result["benchmark"]))
         console.print(f"(after the benchmark's 200-epoch training; looked up in {bench.path})", soft_wrap=True)
-    elif space.genotype_kind == "nb201":
-        console.print("NAS-Bench-201 accuracies: set benchmark.nb201=<table.csv> (or $NASCTL_NB201) to look them up.")
+    elif space.genotype.benchmark is not None:
+        console.print(f"Benchmark accuracies: set benchmark.{space.genotype.benchmark}=<table.csv> "
+                      "(or $NASCTL_NB201) to look them up.")
     return result

@@ -136,18 +136,18 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate_genotype(cfg: DictConfig, genotype: G.Genotype) -> dict[str, Any]:
     """Profile of the untrained network of a DARTS-cell genotype, or an NB201 arch's benchmark accuracies."""
-    kind = "nb201" if isinstance(genotype, G.ArchString) else "darts"
-    if cfg.space is not None and SPACES.get(cfg.space.name).genotype_kind != kind:
+    kind = type(genotype)
+    if cfg.space is not None and SPACES.get(cfg.space.name).genotype is not kind:
         raise NasctlError(
-            f"genotype={cfg.genotype} is a{'n NB201 arch string' if kind == 'nb201' else ' DARTS-cell genotype'}, "
-            f"but space={cfg.space.name} holds {SPACES.get(cfg.space.name).genotype_kind} genotypes."
+            f"genotype={cfg.genotype} is {kind.what}, but space={cfg.space.name} derives "
+            f"{SPACES.get(cfg.space.name).genotype.what}."
         )
-    if kind == "nb201":
-        bench = table_for("nb201", cfg.benchmark)
+    if kind.benchmark is not None:
+        bench = table_for(kind, cfg.benchmark)
         if bench is None:
-            raise NasctlError("NAS-Bench-201 accuracies need the benchmark table: set benchmark.nb201=<table.csv> "
-                              "(or $NASCTL_NB201).")
-        return {"space": "nb201", "genotype": str(genotype), "benchmark": bench.accuracies(str(genotype)),
+            raise NasctlError(f"Scoring {kind.what} needs its benchmark table: set "
+                              f"benchmark.{kind.benchmark}=<table.csv> (or $NASCTL_NB201).")
+        return {"space": genotype.space, "genotype": str(genotype), "benchmark": bench.accuracies(str(genotype)),
                 "table": str(bench.path)}
     check_recipe(cfg.dataset, cfg.retrain.net)
     device, autocast = device_and_autocast(cfg.trainer)

@@ -3,6 +3,10 @@
 A DARTS-cell genotype mirrors the field's `Genotype` namedtuple (two (op, input) pairs per
 intermediate node; input 0/1 = the two previous cells, 2.. = earlier nodes). An NB201
 genotype is the benchmark's arch string. Both are stored as JSON with a `space` key.
+
+Each genotype type owns what the stages and the report do with it: its short form for tables,
+its rows for the terminal, its cells as graphs, its skip count and which benchmark (if any)
+looks it up. A space names its genotype type (`Space.genotype`); nothing switches on a kind.
 """
 
 from __future__ import annotations
@@ -11,9 +15,20 @@ import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import ClassVar, Union
 
 from nasctl.errors import NasctlError
+
+OP_ABBREV = {"none": "-", "skip_connect": "skip", "max_pool_3x3": "max", "avg_pool_3x3": "avg",
+             "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5",
+             "nor_conv_1x1": "c1", "nor_conv_3x3": "c3"}  # op names in the report's short genotypes
+Edge = tuple[str, str, str]  # (from node, to node, op) of a cell drawn as a graph
+Rows = tuple[tuple[str, ...], list[tuple[str, ...]]]  # (column headers, rows) of a genotype shown as a table
+
+
+def darts_node(j: int) -> str:
+    """A DARTS cell's input index as a node name: the two previous cells, then the intermediate nodes."""
+    return ("$c_{k-2}$", "$c_{k-1}$")[j] if j < 2 else str(j - 2)
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,34 @@ class CellGenotype:
     reduce: tuple[tuple[str, int], ...]
     reduce_concat: tuple[int, ...]
     space: str = "darts"
+
+    what: ClassVar[str] = "a DARTS-cell genotype"
+    benchmark: ClassVar[str | None] = None  # no tabular benchmark: it is scored by retraining
+
+    def short(self) -> str:
+        """The normal cell's op:input pairs, nodes separated by `;`."""
+        pairs = [f"{OP_ABBREV.get(op, op)}:{j}" for op, j in self.normal]
+        return "; ".join(" ".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
+
+    def skip_count(self) -> int:
+        """Skip connections in the normal cell."""
+        return sum(op == "skip_connect" for op, _ in self.normal)
+
+    def rows(self) -> Rows:
+        return ("cell", "node", "input", "op"), [
+            (cell if k == 0 else "", str(2 + k // 2), str(j), op)
+            for cell in ("normal", "reduce") for k, (op, j) in enumerate(getattr(self, cell))
+        ]
+
+    def graphs(self) -> dict[str, tuple[list[str], list[Edge]]]:
+        """Per cell type: the nodes (inputs first, output last) and the labelled edges."""
+        out = {}
+        for cell in ("normal", "reduce"):
+            pairs, concat = getattr(self, cell), getattr(self, f"{cell}_concat")
+            nodes = [darts_node(0), darts_node(1), *map(str, range(len(pairs) // 2)), "$c_{k}$"]
+            edges = [(darts_node(j), str(e // 2), op) for e, (op, j) in enumerate(pairs)]
+            out[cell] = (nodes, edges + [(darts_node(j), "$c_{k}$", "") for j in concat])
+        return out
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +94,27 @@ class ArchString:
 
     arch: str
     space: str = "nb201"
+
+    what: ClassVar[str] = "an NB201 arch string"
+    benchmark: ClassVar[str | None] = "nb201"  # the `benchmark.<key>` table that scores it
+
+    def short(self) -> str:
+        """The ops per node, nodes separated by `;`."""
+        return "; ".join(" ".join(OP_ABBREV.get(op, op) for op, _ in node) for node in self.nodes)
+
+    def skip_count(self) -> int:
+        """Skip connections in the one cell."""
+        return sum(op == "skip_connect" for op in self.ops)
+
+    def rows(self) -> Rows:
+        return ("node", "inputs (op~from)"), [
+            (str(i), "  ".join(f"{op}~{j}" for op, j in node)) for i, node in enumerate(self.nodes, start=1)
+        ]
+
+    def graphs(self) -> dict[str, tuple[list[str], list[Edge]]]:
+        """The one cell: nodes 0..3 and its edges other than `none`."""
+        edges = [(str(j), str(i), op) for i, node in enumerate(self.nodes, start=1) for op, j in node]
+        return {"cell": ([str(i) for i in range(len(self.nodes) + 1)], [e for e in edges if e[2] != "none"])}
 
     def to_dict(self) -> dict:
         return {"space": self.space, "arch": self.arch}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nasctl.benchmarks.nb201 import DATASETS, Nb201Table, load_table
+from nasctl.benchmarks.nb201 import Nb201Table, load_table
 
-__all__ = ["DATASETS", "Nb201Table", "load_table", "table_for"]
+__all__ = ["Nb201Table", "load_table", "table_for"]
 
 
-def table_for(genotype_kind: str, cfg: Any) -> Nb201Table | None:
-    """The lookup table for genotypes of `genotype_kind` when `cfg` (a BenchmarkConfig) names one, else None."""
-    return load_table(cfg.nb201) if genotype_kind == "nb201" and cfg.nb201 else None
+def table_for(genotype: type, cfg: Any) -> Nb201Table | None:
+    """The table that scores genotypes of type `genotype` when `cfg` (a BenchmarkConfig) names one, else None."""
+    key = genotype.benchmark
+    return load_table(cfg[key]) if key is not None and cfg[key] else None

@@ -1,4 +1,4 @@
-"""Cells as graphs: the edges of each space's cell, and derived cells drawn with matplotlib.
+"""Derived cells drawn with matplotlib, from the graphs their genotype type gives (`Genotype.graphs`).
 
 Layout: a node's column is its longest path from the inputs; nodes of a column are stacked.
 Edges that skip columns are drawn as arcs so they do not run through the nodes in between.
@@ -8,48 +8,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from nasctl import genotype as G
-
-Edge = tuple[str, str, str]  # (from, to, op)
-
-
-def darts_node(j: int) -> str:
-    """A DARTS cell's input index as a node name: the two previous cells, then the intermediate nodes."""
-    return ("$c_{k-2}$", "$c_{k-1}$")[j] if j < 2 else str(j - 2)
-
-
-def edge_labels(kind: str, space_cfg: Any) -> dict[str, list[tuple[str, list[str]]]]:
-    """Per cell type, each alpha row's edge (`from→to`) and its candidate op names."""
-    if kind == "nb201":
-        from nasctl.spaces.nb201 import EDGES
-
-        return {"cell": [(f"{j}→{i}", list(space_cfg.ops)) for i, j in EDGES]}
-    from nasctl.spaces.darts import edge_ops_of
-
-    ends = [(darts_node(j), str(i)) for i in range(space_cfg.steps) for j in range(2 + i)]
-    return {cell: [(f"{a}→{b}", ops) for (a, b), ops in zip(ends, edges)]
-            for cell, edges in edge_ops_of(space_cfg).items()}
-
-
-def graphs(g: G.Genotype) -> dict[str, tuple[list[str], list[Edge]]]:
-    """Per cell type: the nodes (inputs first) and the labelled edges of a derived cell."""
-    if isinstance(g, G.ArchString):
-        edges = [(str(j), str(i), op) for i, node in enumerate(g.nodes, start=1) for op, j in node]
-        return {"cell": (["0", "1", "2", "3"], [e for e in edges if e[2] != "none"])}
-    out = {}
-    for cell in ("normal", "reduce"):
-        pairs, concat = getattr(g, cell), getattr(g, f"{cell}_concat")
-        steps = len(pairs) // 2
-        nodes = [darts_node(0), darts_node(1), *map(str, range(steps)), "$c_{k}$"]
-        edges = [(darts_node(j), str(e // 2), op) for e, (op, j) in enumerate(pairs)]
-        out[cell] = (nodes, edges + [(darts_node(j), "$c_{k}$", "") for j in concat])
-    return out
-
+from nasctl.genotype import Edge
 
 DX, DY = 2.4, 1.5  # column and row spacing
 
@@ -110,7 +74,7 @@ def draw_cell(ax: Axes, nodes: list[str], edges: list[Edge], title: str) -> None
 
 def draw(g: G.Genotype, path: Path, title: str) -> Path:
     """Save a PNG of every cell type of a derived genotype side by side."""
-    cells = graphs(g)
+    cells = g.graphs()
     fig = Figure(figsize=(6.5 * len(cells), 3.8), layout="constrained")
     for ax, (name, (nodes, edges)) in zip(fig.subplots(1, len(cells), squeeze=False)[0], cells.items()):
         draw_cell(ax, nodes, edges, "cell" if name == "cell" else f"{name} cell")

@@ -11,7 +11,6 @@ from matplotlib import rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nasctl.report.cells import edge_labels
 from nasctl.report.table import SearchRun
 from nasctl.spaces import space_config
 
@@ -34,7 +33,7 @@ def alpha_trajectories(r: SearchRun, out_dir: Path) -> list[Path]:
     with np.load(path) as z:
         history = {k: z[k] for k in z.files}
     space, scfg = space_config(r.run.config.space)
-    labels = edge_labels(space.genotype_kind, scfg)
+    labels = space.edge_labels(scfg)
     out = []
     for cell, logits in history.items():  # (epochs, edges, ops)
         p = np.exp(logits - logits.max(-1, keepdims=True))

@@ -50,21 +50,6 @@ def collect(root: Path) -> list[SearchRun]:
     return sorted(runs, key=lambda r: (r.space, r.dataset, r.method, r.seed, r.label))
 
 
-SHORT = {"none": "-", "skip_connect": "skip", "max_pool_3x3": "max", "avg_pool_3x3": "avg", "sep_conv_3x3": "sep3",
-         "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5", "nor_conv_1x1": "c1",
-         "nor_conv_3x3": "c3"}
-
-
-def short(g: G.Genotype | None) -> str | None:
-    """A compact genotype, nodes separated by `;`: NB201 ops per node, a DARTS normal cell's op:input pairs."""
-    if g is None:
-        return None
-    if isinstance(g, G.ArchString):
-        return "; ".join(" ".join(SHORT.get(op, op) for op, _ in node) for node in g.nodes)
-    pairs = [f"{SHORT.get(op, op)}:{j}" for op, j in g.normal]
-    return "; ".join(" ".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
-
-
 @dataclass(frozen=True)
 class Column:
     key: str
@@ -76,7 +61,6 @@ def num(spec: str) -> Callable[[Any], str]:
     return lambda v: format(v, spec)
 
 
-BENCH = ("bench_cifar10", "bench_cifar100", "bench_imagenet16_120")
 METRICS = (
     Column("val_acc", "val acc", num(".2f")),
     Column("skip_count", "skips", num(".3g")),
@@ -100,7 +84,7 @@ def rows(runs: list[SearchRun]) -> list[dict[str, Any]]:
         {"method": r.method, "seed": r.seed, "space": r.space, "dataset": r.dataset,
          "status": None if r.status == "completed" else r.status,
          **{c.key: r.final(c.key) for c in METRICS},
-         "genotype": short(r.genotype), "time": sum(m.get("epoch_time", 0.0) for m in r.metrics),
+         "genotype": r.genotype.short() if r.genotype else None, "time": sum(m.get("epoch_time", 0.0) for m in r.metrics),
          "full_genotype": str(r.genotype) if r.genotype else None, "path": str(r.run.path.resolve())}
         for r in runs
     ]

@@ -1,16 +1,8 @@
-"""Per-epoch collapse diagnostics that need no extra forward pass."""
+"""Per-epoch collapse diagnostics that need no extra forward pass (the skip count is the genotype's own)."""
 
 from __future__ import annotations
 
 import torch
-
-from nasctl.genotype import CellGenotype, Genotype
-
-
-def skip_count(genotype: Genotype) -> int:
-    """Skip connections in the derived normal cell (NB201: in the one cell)."""
-    ops = [op for op, _ in genotype.normal] if isinstance(genotype, CellGenotype) else genotype.ops
-    return sum(op == "skip_connect" for op in ops)
 
 
 def alpha_entropy(alphas: dict[str, torch.Tensor]) -> float:

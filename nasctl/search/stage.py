@@ -58,7 +58,7 @@ class SearchLoop:
         check_params(cfg)
         self.cfg, self.trainer, self.run, s = cfg, trainer, run, cfg.search
         self.space, self.space_cfg = space_config(cfg.space)
-        self.bench = table_for(self.space.genotype_kind, cfg.benchmark)  # NB201: log the argmax arch's accuracy
+        self.bench = table_for(self.space.genotype, cfg.benchmark)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
         data = load_split(cfg.dataset, "train")
         train, val = data.halves(s.train_portion)
@@ -149,7 +149,7 @@ class SearchLoop:
         np.savez(buf, **{k: np.stack(v) for k, v in self.alpha_history.items()})
         atomic_write(self.run.path / "alphas.npz", buf.getvalue())
         record: dict[str, Any] = {"lr": self.lr(epoch), **self.evaluate(), **self.epoch_scalars}
-        record.update(genotype=str(genotype), skip_count=diagnostics.skip_count(genotype),
+        record.update(genotype=str(genotype), skip_count=genotype.skip_count(),
                       alpha_entropy=diagnostics.alpha_entropy(alphas))
         if self.bench is not None:
             record.update({f"bench_{k}": v for k, v in self.bench.accuracies(str(genotype)).items()})

@@ -14,8 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasctl.genotype import Genotype
 from nasctl.registry import Registry
 from nasctl.spaces.ops import OPS, OpFactory, drop_path
+
+EdgeLabels = dict[str, list[tuple[str, list[str]]]]
 
 
 class MixedOp(nn.Module):
@@ -106,13 +109,14 @@ def node_sum(outs: Iterable[torch.Tensor], drop_prob: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Space:
-    """A registered search space: its config schema, supernet builder and derive rule."""
+    """A registered search space: its config schema, supernet builder, derive rule and genotype type."""
 
     name: str
     schema: type
     build: Callable[[Any, int, int], Supernet]  # (space cfg, num_classes, in_channels)
-    derive: Callable[[Mapping[str, torch.Tensor], Any], Any]  # (alphas, space cfg) -> genotype
-    genotype_kind: str  # "darts" (cell genotypes, retrainable) or "nb201" (arch strings)
+    derive: Callable[[Mapping[str, torch.Tensor], Any], Genotype]  # (alphas, space cfg) -> genotype
+    genotype: type  # what `derive` returns: CellGenotype or ArchString, which own short form, graphs, lookup
+    edge_labels: Callable[[Any], EdgeLabels]  # (space cfg) -> per cell type, each alpha row's `from→to` and ops
 
 
 SPACES: Registry[Space] = Registry("search space")

@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from nasctl.genotype import CellGenotype
-from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet, node_sum
+from nasctl.genotype import CellGenotype, darts_node
+from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, Space, Supernet, node_sum
 from nasctl.spaces.ops import FactorizedReduce, ReLUConvBN
 
 CELL_TYPES = ("normal", "reduce")
@@ -127,5 +127,11 @@ def derive(alphas: Mapping[str, torch.Tensor], cfg: DartsSpaceConfig) -> CellGen
     return CellGenotype(cells["normal"], concat, cells["reduce"], concat, space=cfg.name)
 
 
+def edge_labels(cfg: DartsSpaceConfig) -> EdgeLabels:
+    """Per cell type, each alpha row's edge (`from→to`, inputs named as in the cell drawings) and its ops."""
+    ends = [(darts_node(j), str(i)) for i in range(cfg.steps) for j in range(2 + i)]
+    return {cell: [(f"{a}→{b}", ops) for (a, b), ops in zip(ends, edges)] for cell, edges in edge_ops_of(cfg).items()}
+
+
 for _name in ("darts", "darts_nonone", "s1", "s2", "s3", "s4"):
-    SPACES.register(_name)(Space(_name, DartsSpaceConfig, DartsSupernet, derive, "darts"))
+    SPACES.register(_name)(Space(_name, DartsSpaceConfig, DartsSupernet, derive, CellGenotype, edge_labels))

@@ -16,7 +16,7 @@ from torch import nn
 
 from nasctl.errors import NasctlError
 from nasctl.genotype import ArchString
-from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet, node_sum
+from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, Space, Supernet, node_sum
 from nasctl.spaces.ops import NB201_OPS, ReLUConvBN
 
 NODES = 4
@@ -110,4 +110,9 @@ def derive(alphas: Mapping[str, torch.Tensor], cfg: Nb201SpaceConfig) -> ArchStr
     return ArchString(arch_string([cfg.ops[o] for o in best]), space=cfg.name)
 
 
-SPACES.register("nb201")(Space("nb201", Nb201SpaceConfig, Nb201Supernet, derive, "nb201"))
+def edge_labels(cfg: Nb201SpaceConfig) -> EdgeLabels:
+    """The one cell's alpha rows as edges `from→to`, each with the candidate ops."""
+    return {"cell": [(f"{j}→{i}", list(cfg.ops)) for i, j in EDGES]}
+
+
+SPACES.register("nb201")(Space("nb201", Nb201SpaceConfig, Nb201Supernet, derive, ArchString, edge_labels))

@@ -10,7 +10,7 @@ import pytest
 
 from nasctl import genotype as G
 from nasctl.report import cells
-from nasctl.report.table import short, summary
+from nasctl.report.table import summary
 from tests.conftest import FASHION, nasctl, require_nb201_table
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -83,10 +83,10 @@ def test_report_without_runs_is_a_one_paragraph_error(tmp_path: Path) -> None:
 
 def test_short_genotypes() -> None:
     nb = G.ArchString("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_1x1~2|")
-    assert short(nb) == "c3; skip -; avg skip c1"
+    assert nb.short() == "c3; skip -; avg skip c1"
     cell = G.CellGenotype(normal=(("sep_conv_3x3", 0), ("skip_connect", 1)) * 4, normal_concat=(2, 3, 4, 5),
                           reduce=(("max_pool_3x3", 0),) * 8, reduce_concat=(2, 3, 4, 5))
-    assert short(cell) == "; ".join(["sep3:0 skip:1"] * 4)
+    assert cell.short() == "; ".join(["sep3:0 skip:1"] * 4)
 
 
 def test_summary_mean_and_sample_std_per_method() -> None:
@@ -103,7 +103,7 @@ def test_cell_layout_columns_follow_longest_paths(tmp_path: Path) -> None:
         normal=(("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 2), ("sep_conv_3x3", 0),
                 ("dil_conv_3x3", 3), ("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1)),
         normal_concat=(2, 3, 4, 5), reduce=(("max_pool_3x3", 0),) * 8, reduce_concat=(2, 3, 4, 5))
-    nodes, edges = cells.graphs(g)["normal"]
+    nodes, edges = g.graphs()["normal"]
     assert ("1", "2", "dil_conv_3x3") in edges and sum(b == "$c_{k}$" for _, b, _ in edges) == 4
     column = {n: x / cells.DX for n, (x, _) in cells.layout(nodes, edges).items()}
     assert column == {"$c_{k-2}$": 0, "$c_{k-1}$": 0, "0": 1, "1": 2, "2": 3, "3": 1, "$c_{k}$": 4}

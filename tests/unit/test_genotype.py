@@ -100,9 +100,7 @@ def test_unknown_name_lists_the_zoo(tmp_path: Path) -> None:
 
 
 def test_skip_count_counts_the_normal_cell_or_the_nb201_cell():
-    from nasctl.search.diagnostics import skip_count
-
     nb = G.ArchString("|skip_connect~0|+|skip_connect~0|none~1|+|none~0|nor_conv_3x3~1|skip_connect~2|")
     assert nb.ops == ["skip_connect", "skip_connect", "none", "none", "nor_conv_3x3", "skip_connect"]
-    assert skip_count(nb) == 3
-    assert skip_count(G.ZOO["darts_v2"]) == 2  # normal: 5 sep/dil convs + skip_connect from c_{k-2} twice
+    assert nb.skip_count() == 3
+    assert G.ZOO["darts_v2"].skip_count() == 2  # normal: 5 sep/dil convs + skip_connect from c_{k-2} twice

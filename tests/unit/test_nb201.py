@@ -52,7 +52,7 @@ def test_edge_rows_follow_the_benchmark_order():
 def test_supernet_layout_alpha_and_ops():
     space, cfg = nb201_cfg(C=4, N=2)
     net = space.build(cfg, 10, 1)
-    assert space.genotype_kind == "nb201"
+    assert space.genotype is G.ArchString
     assert list(net.alphas) == ["cell"] and net.alphas["cell"].shape == (6, 5)
     assert net.edge_ops == {"cell": [OPS] * 6}
     kinds = [type(m).__name__ for m in net.layers]
@@ -183,9 +183,9 @@ def test_table_is_cached_per_path(table):
 
 def test_table_for_only_nb201_with_a_configured_path(table):
     with_path = OmegaConf.structured(BenchmarkConfig(nb201=str(NB201_TABLE)))
-    assert table_for("nb201", with_path) is table
-    assert table_for("darts", with_path) is None
-    assert table_for("nb201", OmegaConf.structured(BenchmarkConfig())) is None
+    assert table_for(G.ArchString, with_path) is table
+    assert table_for(G.CellGenotype, with_path) is None
+    assert table_for(G.ArchString, OmegaConf.structured(BenchmarkConfig())) is None
 
 
 def test_unknown_arch_names_the_table(table):

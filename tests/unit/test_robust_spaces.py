@@ -37,7 +37,7 @@ def space(name: str, *overrides: str):
 def test_alpha_shapes_and_op_names(name):
     sp, cfg = space(name, "space.C=4", "space.layers=3")
     net = sp.build(cfg, 10, 3)
-    assert sp.genotype_kind == "darts" and cfg.C == 4 and cfg.layers == 3 and cfg.steps == 4
+    assert sp.genotype is G.CellGenotype and cfg.C == 4 and cfg.layers == 3 and cfg.steps == 4
     expected = S1 if name == "s1" else {k: [UNIFORM[name]] * 14 for k in ("normal", "reduce")}
     assert net.edge_ops == expected
     width = 3 if name == "s3" else 2
