@@ -3,7 +3,8 @@
 L_beta = mean over the edges of all alpha tensors of logsumexp(alpha_edge) on the raw logits
 (`Sunshine-Ye/Beta-DARTS` optimizers/darts/architect.py:55-59 `mlc_loss`), so its gradient is
 softmax(alpha_edge) / rows. lambda_e = lambda_max * e / ramp_epochs (architect.py:80-85 hard-codes
-0 + 50 e / 100, i.e. 0.5 e); ramp_epochs = null ramps to lambda_max over the run's epochs instead.
+0 + 50 e / 100, i.e. 0.5 e, at its 100 epochs); ramp_epochs = null (the default) is the run's epochs,
+so any run covers the code's line in proportion.
 """
 
 from __future__ import annotations

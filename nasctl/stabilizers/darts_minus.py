@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 import torch
 from omegaconf import MISSING
@@ -24,7 +25,7 @@ from nasctl.stabilizers.base import STABILIZERS, Stabilizer, StabilizerDef
 
 
 class Decay(Enum):
-    linear = "linear"  # beta0 (max - e) / (max - start): 1.00, 0.98, ..., 0.02 over 50 epochs
+    linear = "linear"  # beta0 (max - e) / (max - start): 1.00, 0.98, ..., 0.02 over 50 of 50 epochs
     cosine = "cosine"  # beta0 (1 + cos(pi e / (max - start))) / 2
     slow_cosine = "slow_cosine"  # beta0 cos(pi/2 e / (max - start))
     none = "none"  # constant beta0 (the argparse default of the reference)
@@ -40,25 +41,33 @@ class DartsMinusConfig:
     beta0: float = MISSING  # beta at the start
     decay: Decay = MISSING
     decay_start_epoch: int = MISSING  # beta = beta0 before this epoch
-    decay_stop_epoch: int = MISSING  # beta stays at its value of this epoch afterwards
-    decay_max_epoch: int = MISSING  # the epoch the curves reach 0 at
+    decay_stop_epoch: Optional[int] = MISSING  # beta stays at its value of this epoch afterwards; null = search.epochs
+    decay_max_epoch: Optional[int] = MISSING  # the epoch the curves reach 0 at; null = search.epochs
     aux_op: AuxOp = MISSING  # the stride-1 auxiliary op; stride-2 edges always use FactorizedReduce
 
     def __post_init__(self) -> None:
-        if not 0 <= self.decay_start_epoch < self.decay_max_epoch or self.decay_stop_epoch < self.decay_start_epoch:
+        self.check(self.decay_max_epoch, self.decay_stop_epoch)
+
+    def check(self, max_epoch: int | None, stop_epoch: int | None) -> None:
+        """0 <= start < max and stop >= start, for the given (or, when null, not yet known) max and stop."""
+        start = self.decay_start_epoch
+        if start < 0 or (max_epoch is not None and start >= max_epoch) or (stop_epoch is not None and stop_epoch < start):
             raise NasctlError(
-                "darts_minus needs 0 <= decay_start_epoch < decay_max_epoch and decay_stop_epoch >= decay_start_epoch, "
-                f"got {self.decay_start_epoch}, {self.decay_max_epoch} and {self.decay_stop_epoch}."
+                "darts_minus needs 0 <= decay_start_epoch < decay_max_epoch and decay_stop_epoch >= decay_start_epoch "
+                f"(null = search.epochs), got {start}, {max_epoch} and {stop_epoch}."
             )
 
 
-def beta_at(cfg: DartsMinusConfig, epoch: int) -> float:
-    """The reference's DecayScheduler.step(epoch), computed without state (so a resumed run agrees)."""
+def beta_at(cfg: DartsMinusConfig, epoch: int, epochs: int) -> float:
+    """The reference's DecayScheduler.step(epoch) in a run of `epochs` epochs, computed without state
+    (so a resumed run agrees); a null stop or max epoch is `epochs`."""
+    t_max, t_stop = (epochs if t is None else t for t in (cfg.decay_max_epoch, cfg.decay_stop_epoch))
+    cfg.check(t_max, t_stop)
     if cfg.decay is Decay.none or epoch < cfg.decay_start_epoch:
         return cfg.beta0
-    e, span = min(epoch, cfg.decay_stop_epoch), cfg.decay_max_epoch - cfg.decay_start_epoch
+    e, span = min(epoch, t_stop), t_max - cfg.decay_start_epoch
     if cfg.decay is Decay.linear:
-        return cfg.beta0 * (cfg.decay_max_epoch - e) / span
+        return cfg.beta0 * (t_max - e) / span
     if cfg.decay is Decay.cosine:
         return cfg.beta0 * (1 + math.cos(math.pi * e / span)) / 2
     return cfg.beta0 * math.cos(math.pi / 2 * e / span)
@@ -95,7 +104,7 @@ class DartsMinus(Stabilizer):
             m.aux = AuxBranch(aux_op(self.cfg.aux_op, m.C, m.stride))
 
     def on_epoch_start(self, model: Supernet, epoch: int, epochs: int) -> dict[str, float]:
-        beta = beta_at(self.cfg, epoch)
+        beta = beta_at(self.cfg, epoch, epochs)
         for m in model.mixed_ops():
             m.aux.beta.fill_(beta)
         return {"darts_minus_beta": beta}

@@ -4,9 +4,10 @@ Follows `xiaomi-automl/NoisyDARTS` model_search.py:14-102: additive Gaussian z ~
 std(out))^2) with std over the whole skip output (a scalar), no gradient through the noise, in
 train mode only (so in both the alpha and the w step, never at evaluation); a uniform variant
 mu + U(-a, a), a = sqrt(3 lambda), not scaled by std; a multiplicative mixture out * z; an
-optional cosine decay d_e = (1 + cos(pi e / T)) / 2 (0 after T) scaling the noise; and the search
-network's drop-path (p = 0.3) on the skip branch after the noise. Deviation: the reference applies
-that drop-path in eval mode too (in place, on the edge's input); here it is train-mode only.
+optional cosine decay d_e = (1 + cos(pi e / T)) / 2 (0 after T; ND fixes T = 50, its run length;
+null = the run's epochs) scaling the noise; and the search network's drop-path (p = 0.3) on the
+skip branch after the noise. Deviation: the reference applies that drop-path in eval mode too (in
+place, on the edge's input); here it is train-mode only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 import torch
 from omegaconf import MISSING
@@ -42,21 +44,23 @@ class NoisyConfig:
     distribution: Distribution = MISSING
     mixture: Mixture = MISSING
     decay: bool = MISSING  # cosine decay of the noise over decay_epochs
-    decay_epochs: int = MISSING  # T of the cosine decay (the reference fixes it at 50)
+    decay_epochs: Optional[int] = MISSING  # T of the cosine decay (the reference fixes it at 50); null = search.epochs
     drop_path: float = MISSING  # drop-path probability on the skip branch (the reference's search network: 0.3)
 
     def __post_init__(self) -> None:
-        if self.factor < 0 or self.decay_epochs < 1 or not 0 <= self.drop_path < 1:
+        if self.factor < 0 or (self.decay_epochs is not None and self.decay_epochs < 1) or not 0 <= self.drop_path < 1:
             raise NasctlError(
-                f"noisy needs factor >= 0, decay_epochs >= 1 and 0 <= drop_path < 1, "
+                f"noisy needs factor >= 0, decay_epochs >= 1 (or null) and 0 <= drop_path < 1, "
                 f"got {self.factor}, {self.decay_epochs} and {self.drop_path}."
             )
 
 
-def decay_at(cfg: NoisyConfig, epoch: int) -> float:
+def decay_at(cfg: NoisyConfig, epoch: int, epochs: int) -> float:
+    """d_e of ND's CosineDecayScheduler with T = decay_epochs (null: the run's `epochs`)."""
     if not cfg.decay:
         return 1.0
-    return (1 + math.cos(math.pi * epoch / cfg.decay_epochs)) / 2 if epoch <= cfg.decay_epochs else 0.0
+    T = epochs if cfg.decay_epochs is None else cfg.decay_epochs
+    return (1 + math.cos(math.pi * epoch / T)) / 2 if epoch <= T else 0.0
 
 
 class NoisySkip(nn.Module):
@@ -95,7 +99,7 @@ class Noisy(Stabilizer):
             m.wrap("skip_connect", lambda op: NoisySkip(op, self.cfg))
 
     def on_epoch_start(self, model: Supernet, epoch: int, epochs: int) -> dict[str, float]:
-        d = decay_at(self.cfg, epoch)
+        d = decay_at(self.cfg, epoch, epochs)
         for m in model.modules():
             if isinstance(m, NoisySkip):
                 m.decay.fill_(d)

@@ -147,6 +147,62 @@ def test_the_two_sdarts_variants_cannot_be_combined(tmp_path):
     assert done.returncode == 2 and "cannot be combined" in done.stderr and "Traceback" not in done.stderr
 
 
+# -- schedules ---------------------------------------------------------------------------------
+# The official per-epoch formulas, written out from the reference code (e = 0-based epoch):
+OFFICIAL = {
+    # SD sota/cnn/train_search.py:169-171 and nasbench201/train_search.py:169-171 (E = --epochs)
+    "sdarts_rs": lambda e, E: 0.03 + (0.3 - 0.03) * e / E,
+    # DM src/utils.py:170-192 DecayScheduler linear, T_start 0, T_stop = T_max = 50 (args.py:80-82)
+    "darts_minus": lambda e, E: 1.0 * (50 - e) / (50 - 0) if e <= 50 else 0.0,
+    # ND model_search.py:14-24 CosineDecayScheduler, T_max = 50, with --noise_decay
+    "noisy": lambda e, E: (1 + math.cos(math.pi * e / 50)) / 2 if e <= 50 else 0.0,
+    # BD optimizers/darts/architect.py:81, weights = 0 + 50 * epoch / 100
+    "beta_decay": lambda e, E: 0 + 50 * e / 100,
+}
+PAPER_EPOCHS = {"sdarts_rs": (50, 100), "darts_minus": (50,), "noisy": (50,), "beta_decay": (100,)}
+OVERRIDES = {"noisy": {"decay": True}}
+
+
+def schedule(name: str, epochs: int, **overrides) -> list[float]:
+    """The logged value of `name`'s schedule at every epoch of a run of `epochs` epochs."""
+    model = supernet()
+    s = attached(name, model, **{**OVERRIDES.get(name, {}), **overrides})
+    return [next(iter(s.on_epoch_start(model, e, epochs).values())) for e in range(epochs)]
+
+
+@pytest.mark.parametrize("name, epochs", [(n, E) for n, lengths in PAPER_EPOCHS.items() for E in lengths])
+def test_every_schedule_at_its_papers_length_is_the_official_code_epoch_by_epoch(name, epochs):
+    assert schedule(name, epochs) == pytest.approx([OFFICIAL[name](e, epochs) for e in range(epochs)], abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_EPOCHS))
+@pytest.mark.parametrize("epochs", [5, 10, 25])
+def test_at_other_lengths_every_schedule_covers_the_same_ramp_in_proportion(name, epochs):
+    paper = PAPER_EPOCHS[name][0]
+    k = paper // epochs  # epoch e of the short run is epoch k e of the paper's
+    assert schedule(name, epochs) == pytest.approx(schedule(name, paper)[::k], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "preset, name, official",
+    [
+        ("paper/beta_darts", "beta_decay", lambda e: 0.5 * e),  # the code's absolute line over 50 epochs
+        ("paper/beta_darts_nb201", "beta_decay", lambda e: 0.5 * e),
+        ("paper/darts_minus", "darts_minus", lambda e: (50 - e) / 50),
+    ],
+)
+def test_paper_presets_keep_the_papers_absolute_schedules(preset, name, official):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("search", overrides=[f"experiment={preset}"])
+    s, model = Stabilizers(cfg.stabilizer), supernet()
+    s.configure(model)
+    E = cfg.search.epochs
+    got = [next(iter(s.on_epoch_start(model, e, E).values())) for e in range(E)]
+    assert got == pytest.approx([official(e) for e in range(E)], abs=1e-12)
+    short = [next(iter(s.on_epoch_start(model, e, 10).values())) for e in range(10)]
+    assert short == pytest.approx([official(e) for e in range(10)], abs=1e-12)  # absolute: not rescaled
+
+
 # -- DARTS- -----------------------------------------------------------------------------------
 def test_darts_minus_linear_beta_is_the_reference_schedule():
     model = supernet()
@@ -154,7 +210,8 @@ def test_darts_minus_linear_beta_is_the_reference_schedule():
     betas = [s.on_epoch_start(model, e, 50)["darts_minus_beta"] for e in (0, 1, 2, 25, 49)]
     assert betas == pytest.approx([1.00, 0.98, 0.96, 0.50, 0.02])
     cfg = s.members["darts_minus"].cfg
-    assert [beta_at(cfg, e) for e in range(50)] == pytest.approx([1 - 0.02 * e for e in range(50)])
+    assert [beta_at(cfg, e, 50) for e in range(50)] == pytest.approx([1 - 0.02 * e for e in range(50)])
+    assert [beta_at(cfg, e, 4) for e in range(4)] == pytest.approx([1, 0.75, 0.5, 0.25])  # spans a 4-epoch run
 
 
 @pytest.mark.parametrize(
@@ -277,7 +334,7 @@ def test_beta_decay_value_and_gradient_match_hand_computed_numbers():
     with torch.no_grad():
         model.alphas["normal"].copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]))
         model.alphas["reduce"].copy_(torch.tensor([[0.0, math.log(2), math.log(3)], [-1.0, -1.0, -1.0]]))
-    s = stabilizer("beta_decay")
+    s = stabilizer("beta_decay", ramp_epochs=100)
     assert s.on_epoch_start(model, 10, 50) == {"beta_decay_lambda": pytest.approx(5.0)}  # 50 * 10 / 100
     rows = [math.log(3), 3 + math.log(1 + math.exp(-1) + math.exp(-2)), math.log(6), -1 + math.log(3)]
     reg = s.arch_loss(model)
