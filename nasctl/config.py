@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from nasctl import conf_dir
 from nasctl.errors import NasctlError
 
 
@@ -28,6 +29,11 @@ class DatasetConfig:
     std: list[float] = MISSING
     subset: Optional[int] = None  # keep only the first N training images (quick runs)
     test_subset: Optional[int] = None  # keep only the first N test images
+    # dataset=synthetic only: the dataset it takes its shape from, its split sizes, the seed it is drawn from
+    shape_of: Optional[str] = None
+    train_images: Optional[int] = None
+    test_images: Optional[int] = None
+    seed: Optional[int] = None
 
 
 @dataclass
@@ -203,6 +209,7 @@ class BenchConfig:
     threads: Optional[int] = None  # torch.set_num_threads for CPU timing; null = torch's default
     search: list[str] = MISSING  # overrides of `nasctl search` shared by the search cases
     retrain: list[str] = MISSING  # overrides of `nasctl retrain` shared by the retrain cases
+    dataset: Optional[str] = None  # dataset=<name> for every case (e.g. synthetic); null = the cases' own
     cases: dict[str, BenchCase] = field(default_factory=dict)
     baseline: list[str] = MISSING  # trainer overrides of the eager fp32 baseline, under every variant
     variants: dict[str, list[str]] = field(default_factory=dict)  # name: trainer overrides; ratios vs `eager`
@@ -232,6 +239,21 @@ def validate(node: DictConfig | dict, schema: type, what: str) -> Any:
         raise NasctlError(f"Invalid {what} config: {exc}".replace("\n", " ")) from None
 
 
+# Images per split of the datasets `dataset=synthetic` can take its shape from (`dataset.shape_of`).
+SPLIT_IMAGES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "svhn": (73_257, 26_032),
+                "fashion_mnist": (60_000, 10_000), "imagenet16_120": (151_700, 6_000)}
+
+
+def shape_of(key: str, *, _parent_: DictConfig) -> Any:
+    """`${nasctl_shape_of:KEY}`: KEY (num_classes, size, ..., train_images) of the dataset named by `shape_of`."""
+    name = _parent_.shape_of
+    if name not in SPLIT_IMAGES:
+        raise NasctlError(f"dataset.shape_of={name} is not one of {', '.join(SPLIT_IMAGES)}.")
+    if key in ("train_images", "test_images"):
+        return SPLIT_IMAGES[name][key == "test_images"]
+    return OmegaConf.load(conf_dir() / "dataset" / f"{name}.yaml")[key]
+
+
 def _uid() -> str:
     return uuid.uuid4().hex[:6]
 
@@ -240,3 +262,5 @@ def _uid() -> str:
 # so all jobs of one multirun, and a requeued SLURM job, share one sweep directory.
 if not OmegaConf.has_resolver("nasctl_uid"):
     OmegaConf.register_new_resolver("nasctl_uid", _uid, use_cache=True)
+if not OmegaConf.has_resolver("nasctl_shape_of"):
+    OmegaConf.register_new_resolver("nasctl_shape_of", shape_of)

@@ -58,7 +58,7 @@ def test_batches(dataset: Any, device: torch.device, batch_size: int, seed: int,
     if dataset.name in FOLDER_DATASETS:
         return HostBatches(load_folder_split(dataset, "test"), device, batch_size, shuffle=False, drop_last=False,
                            seed=seed, num_workers=workers)
-    return DeviceBatches(load_split(dataset, "test"), device, batch_size, mean=dataset.mean, std=dataset.std,
+    return DeviceBatches(load_split(dataset, "test", device), device, batch_size, mean=dataset.mean, std=dataset.std,
                          augment=None, shuffle=False, drop_last=False, seed=seed)
 
 
@@ -95,7 +95,7 @@ class RetrainLoop:
                                              drop_last=True, seed=cfg.seed, num_workers=r.workers)
         else:
             # drop_last: a one-image batch would break BatchNorm on the auxiliary head's 1x1 maps
-            self.train_batches = DeviceBatches(load_split(d, "train"), dev, r.batch_size, mean=d.mean, std=d.std,
+            self.train_batches = DeviceBatches(load_split(d, "train", dev), dev, r.batch_size, mean=d.mean, std=d.std,
                                                augment=r.augment, shuffle=True, drop_last=True, seed=cfg.seed)
         if len(self.train_batches) == 0:
             raise NasctlError(f"retrain.batch_size={r.batch_size} is larger than the training set.")

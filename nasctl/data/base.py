@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 @dataclass
 class ImageSplit:
-    """A whole split in memory: uint8 images (N, C, H, W) and int64 labels (N,), on the CPU."""
+    """A whole split in memory: uint8 images (N, C, H, W) and int64 labels (N,), on the CPU (synthetic: the device)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -40,16 +40,17 @@ class ImageSplit:
         return ImageSplit(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
 
 
-# A loader takes (cfg, split) and returns the whole split; load_split applies the subsets.
-Loader = Callable[[Any, str], ImageSplit]
+# A loader takes (cfg, split, device) and returns the whole split; files are read to the CPU whatever
+# the device, synthetic data is drawn on it. load_split applies the subsets.
+Loader = Callable[[Any, str, torch.device], ImageSplit]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
-def load_split(cfg: Any, split: str) -> ImageSplit:
+def load_split(cfg: Any, split: str, device: torch.device | str = "cpu") -> ImageSplit:
     """Load split "train" or "test" of dataset cfg.name, keeping the first cfg.subset / cfg.test_subset."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    data = DATASETS.get(cfg.name)(cfg, split)
+    data = DATASETS.get(cfg.name)(cfg, split, torch.device(device))
     shape = (cfg.channels, cfg.size, cfg.size)
     if tuple(data.images.shape[1:]) != shape:
         raise NasctlError(

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nasctl.data.base import DATASETS, ImageSplit, from_arrays, load_pickle, locate, read, torchvision_fetch
 
 
@@ -19,7 +21,7 @@ class Cifar:
     label_key: str
     torchvision_class: str
 
-    def __call__(self, cfg: Any, split: str) -> ImageSplit:
+    def __call__(self, cfg: Any, split: str, device: torch.device) -> ImageSplit:
         root = Path(cfg.root).expanduser()
         files = self.train_files if split == "train" else self.test_files
         paths = locate(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from nasctl.data.base import DATASETS, ImageSplit, from_arrays, locate, read, torchvision_fetch
 
@@ -28,7 +29,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 @DATASETS.register("fashion_mnist")
-def load(cfg: Any, split: str) -> ImageSplit:
+def load(cfg: Any, split: str, device: torch.device) -> ImageSplit:
     root = Path(cfg.root).expanduser()
     names = [f"{PREFIX[split]}-images-idx3-ubyte", f"{PREFIX[split]}-labels-idx1-ubyte"]
     dirs = [root, root / "FashionMNIST" / "raw"]

@@ -15,7 +15,7 @@ FOLDERS = {"train": "train", "test": "val"}
 
 
 @DATASETS.register("imagenet")
-def load(cfg: Any, split: str) -> ImageSplit:
+def load(cfg: Any, split: str, device: torch.device) -> ImageSplit:
     raise NasctlError(
         f"Dataset {cfg.name} does not fit in memory as one tensor; load it with "
         "load_folder_split() and iterate it with HostBatches."

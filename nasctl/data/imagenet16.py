@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from nasctl.data.base import DATASETS, ImageSplit, from_arrays, load_pickle, locate, read
 
@@ -22,7 +23,7 @@ def parse(path: Path) -> ImageSplit:
 
 
 @DATASETS.register("imagenet16_120")
-def load(cfg: Any, split: str) -> ImageSplit:
+def load(cfg: Any, split: str, device: torch.device) -> ImageSplit:
     root = Path(cfg.root).expanduser()
     paths = locate(
         cfg,

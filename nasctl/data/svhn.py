@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import scipy.io
+import torch
 
 from nasctl.data.base import DATASETS, ImageSplit, from_arrays, locate, read, torchvision_fetch
 
@@ -19,7 +20,7 @@ def parse(path: Path) -> ImageSplit:
 
 
 @DATASETS.register("svhn")
-def load(cfg: Any, split: str) -> ImageSplit:
+def load(cfg: Any, split: str, device: torch.device) -> ImageSplit:
     root = Path(cfg.root).expanduser()
     (path,) = locate(
         cfg,

@@ -60,7 +60,7 @@ class SearchLoop:
         self.space, self.space_cfg = space_config(cfg.space)
         self.bench = table_for(self.space.genotype, cfg.benchmark)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
-        data = load_split(cfg.dataset, "train")
+        data = load_split(cfg.dataset, "train", trainer.device)
         train, val = data.halves(s.train_portion)
         if min(len(train), len(val)) < s.batch_size:
             raise NasctlError(
