@@ -237,7 +237,7 @@ def check(cfg: DictConfig) -> None:
         raise NasctlError(f"bench skip={list(unknown)}: not a case or variant name ({', '.join(sorted(known))}).")
 
 
-SWITCH_LABELS = {"channels_last": "NHWC", "fused_optimizer": "fused", "compile": "compile", "cuda_graphs": "graphs"}
+SWITCH_LABELS = {"tf32": "tf32", "channels_last": "NHWC", "fused_optimizer": "fused", "compile": "compile", "cuda_graphs": "graphs"}
 
 
 def describe(switches: dict[str, Any] | None) -> str:

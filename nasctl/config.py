@@ -48,6 +48,7 @@ class SpeedSwitches:
     """What the `auto` value of each speed switch means on one kind of device."""
 
     precision: str = MISSING
+    tf32: bool = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
     cuda_graphs: bool = MISSING
@@ -59,6 +60,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     # Speed switches (docs/performance.md); `auto` = the value in `auto.<device type>`.
     precision: str = MISSING  # fp32 | bf16 (autocast) | auto
+    tf32: Union[bool, str] = MISSING  # TF32 in CUDA matmuls and convolutions (fp32 inputs rounded to 10 bits)
     channels_last: Union[bool, str] = MISSING  # NHWC weights and activations
     compile: Union[bool, str] = MISSING  # torch.compile the model's forward
     cuda_graphs: Union[bool, str] = MISSING  # compile with mode=reduce-overhead (CUDA graphs); needs compile

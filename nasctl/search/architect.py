@@ -8,7 +8,6 @@ finite difference with r = 0.01 / ||grad_w' L_val||.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -17,6 +16,7 @@ from torch.func import functional_call
 
 from nasctl.spaces.base import Supernet
 from nasctl.stabilizers import Batches, Stabilizer
+from nasctl.train.trainer import full_fp32
 
 Autocast = Callable[[], object]
 
@@ -38,7 +38,7 @@ class Architect:
         self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor] | None = None, fp32: bool = False
     ) -> torch.Tensor:
         """Cross-entropy of the supernet, optionally with substituted parameters; `fp32` ignores autocast."""
-        with contextlib.nullcontext() if fp32 else self.autocast():
+        with full_fp32() if fp32 else self.autocast():
             logits = self.model(x) if params is None else functional_call(self.model, params, (x,))
         return F.cross_entropy(logits.float(), y)
 
@@ -80,7 +80,7 @@ class Architect:
     def _mixed_hvp(self, b: Batches, weights: list[torch.Tensor], v: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """grad^2_{alpha,w} L_tr(w, alpha) v by central differences at w +- r v.
 
-        Always in fp32: the steps r v are far below bf16's resolution of the weights.
+        Always in plain fp32: the steps r v are far below bf16's (and TF32's) resolution of the weights.
         """
         r = 0.01 / torch.sqrt(sum((x**2).sum() for x in v))
         alphas = self.model.arch_parameters()

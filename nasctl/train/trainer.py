@@ -33,7 +33,7 @@ class Interrupted(NasctlError):
 # cluster has `PreemptParameters=send_user_signal`); submitit's handler then requeues the job.
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, n))
 REQUEUE_SIGNAL = getattr(signal, "SIGUSR2", None)
-SWITCHES = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")  # trainer.auto resolves these
+SWITCHES = ("precision", "tf32", "channels_last", "compile", "cuda_graphs", "fused_optimizer")  # trainer.auto resolves these
 
 
 @contextlib.contextmanager
@@ -89,6 +89,8 @@ def resolve_switches(cfg: TrainerConfig, device: torch.device) -> TrainerConfig:
             raise NasctlError(f"trainer.{key}={cfg[key]} is not one of true, false, auto.")
     if cfg.precision not in ("fp32", "bf16"):
         raise NasctlError(f"trainer.precision={cfg.precision} is not one of fp32, bf16, auto.")
+    if cfg.tf32 and device.type != "cuda":
+        raise NasctlError(f"trainer.tf32=true needs a CUDA device (have {device.type}); set trainer.tf32=false.")
     if cfg.cuda_graphs and not (cfg.compile and device.type == "cuda"):
         raise NasctlError(
             f"trainer.cuda_graphs=true needs trainer.compile=true and a CUDA device (have compile={cfg.compile}, "
@@ -100,6 +102,24 @@ def resolve_switches(cfg: TrainerConfig, device: torch.device) -> TrainerConfig:
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on `device` where `precision` (resolved) is bf16, else a disabled one."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def set_tf32(on: bool) -> tuple[bool, bool]:
+    """TF32 in CUDA matmuls and cuDNN convolutions on or off; returns the previous (matmul, cudnn) settings."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    return before
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Plain fp32 inside the block (no autocast, no TF32), whatever the trainer's switches: finite differences."""
+    before = set_tf32(False)
+    try:
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def seed_everything(seed: int) -> None:
@@ -153,7 +173,10 @@ class Trainer:
         return {"fused": True} if self.cfg.fused_optimizer else {}
 
     def begin_step(self) -> None:
-        """Call before each step: tells CUDA graphs that the previous step's outputs are no longer read."""
+        """Call before each step: sets TF32 (a process-wide flag) to this trainer's, and tells CUDA graphs
+        that the previous step's outputs are no longer read."""
+        if self.device.type == "cuda":
+            set_tf32(self.cfg.tf32)
         if self.cfg.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
 

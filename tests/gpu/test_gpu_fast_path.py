@@ -10,7 +10,6 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import nasctl
@@ -21,6 +20,7 @@ from nasctl.spaces import create_supernet
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer
+from nasctl.train.trainer import set_tf32
 from tests.conftest import TINY_SEARCH
 from tests.unit.test_fast_path import update_gap
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.gpu
 
 CONF = nasctl.conf_dir()
 EAGER = [
-    "trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=false",
+    "trainer.precision=fp32", "trainer.tf32=false", "trainer.channels_last=false", "trainer.compile=false",
     "trainer.cuda_graphs=false", "trainer.fused_optimizer=false",
 ]
 FAST = ["trainer.precision=bf16", "trainer.channels_last=true", "trainer.compile=true", "trainer.fused_optimizer=true"]
@@ -80,24 +80,41 @@ def test_cuda_graphs_run_a_search(fashion, tmp_path):
 
 
 @pytest.mark.parametrize("order", ["first", "second"])
-def test_darts_search_at_batch_64_fits_in_12_gib(order):
-    """The DARTS space (8 cells, 16 channels, conf/space/darts.yaml) on 32x32 inputs at batch 64, bf16 + NHWC."""
+def test_darts_search_at_batch_64_fits_in_12_gib(order, tmp_path):
+    """The DARTS space (8 cells, 16 channels) on synthetic CIFAR-10 at batch 64, trainer=auto's CUDA switches."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        space = compose("search").space
-    model = create_supernet(space, 10, 3).cuda().to(memory_format=torch.channels_last)
-    w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4, fused=True)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-
-    arch = Architect(model, w_opt, order, Stabilizers({}), 3e-4, (0.5, 0.999), 1e-3, autocast, {"fused": True})
-    x, y = torch.randn(64, 3, 32, 32, device="cuda"), torch.randint(0, 10, (64,), device="cuda")
+        cfg = compose("search", overrides=["dataset=synthetic", "dataset.subset=512", "search.batch_size=64",
+                                           f"search.order={order}", "trainer=gpu", "trainer.progress=false"])
     torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):
-        arch.step(Batches(x, y, x, y), 0.025)
-        w_opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        w_opt.step()
+    trainer = Trainer(cfg.trainer, Run(tmp_path))
+    loop = SearchLoop(cfg, trainer, Run(tmp_path))
+    batches = iter(loop.batches(0, 0))
+    for step in range(2):
+        trainer.begin_step()
+        loop.step(next(batches), 0, step)
+    torch.cuda.synchronize()
     assert torch.cuda.max_memory_allocated() < 12 * 2**30
+
+
+def test_second_order_finite_difference_ignores_tf32():
+    """The steps r v are below TF32's 10-bit resolution too: the two passes run in plain fp32."""
+    torch.manual_seed(0)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        space = compose("search", overrides=list(TINY_SEARCH)).space
+    model = create_supernet(space, 10, 1).cuda()
+    x, y = torch.randn(8, 1, 16, 16, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
+    weights = model.weight_parameters()
+    v = [1e-2 * torch.randn_like(w) for w in weights]
+    arch = Architect(model, torch.optim.SGD(weights, lr=0.1), "second", Stabilizers({}), 3e-4, (0.5, 0.999), 1e-3,
+                     contextlib.nullcontext)
+
+    def hvp(tf32: bool) -> torch.Tensor:
+        before = set_tf32(tf32)
+        try:
+            return torch.cat([h.flatten() for h in arch._mixed_hvp(Batches(x, y, x, y), weights, v)])
+        finally:
+            set_tf32(before[0])
+
+    exact = hvp(False)
+    assert exact.abs().max() > 0
+    torch.testing.assert_close(hvp(True), exact, rtol=0, atol=0)

@@ -21,13 +21,13 @@ from nasctl.spaces import create_supernet
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer, seed_everything
-from nasctl.train.trainer import SWITCHES, resolve_switches
+from nasctl.train.trainer import SWITCHES, full_fp32, resolve_switches, set_tf32
 from tests.conftest import TINY_SEARCH
 from tests.conftest import nasctl as nasctl_cli
 
 CONF = nasctl.conf_dir()
 EAGER = [
-    "trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=false",
+    "trainer.precision=fp32", "trainer.tf32=false", "trainer.channels_last=false", "trainer.compile=false",
     "trainer.cuda_graphs=false", "trainer.fused_optimizer=false",
 ]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # resolving needs only the device type, not a GPU
@@ -47,16 +47,18 @@ def test_auto_takes_each_switch_from_the_device_table():
     assert cfg.precision == "auto"  # the caller's config is left as it was
 
 
-def test_auto_is_bf16_nhwc_fused_compiled_on_cuda_and_fp32_nhwc_eager_on_cpu():
+def test_auto_on_cuda_is_the_safe_set_until_a_gpu_was_measured():
+    """fp32 + TF32, NHWC, fused optimizers; no bf16, no compile, no CUDA graphs (docs/performance.md)."""
     table = composed("trainer=auto").trainer.auto
-    assert table.cuda.precision == "bf16" and table.cuda.channels_last and table.cuda.compile and table.cuda.fused_optimizer
+    assert table.cuda.precision == "fp32" and table.cuda.tf32 and table.cuda.channels_last and table.cuda.fused_optimizer
+    assert not table.cuda.compile and not table.cuda.cuda_graphs and not table.cpu.tf32
     assert table.cpu.precision == "fp32" and table.cpu.channels_last and not table.cpu.compile and not table.cpu.cuda_graphs
 
 
 def test_a_switch_set_by_hand_beats_auto():
     cfg = composed("trainer=auto", "trainer.channels_last=false", "trainer.precision=bf16").trainer
     resolved = resolve_switches(cfg, CUDA)
-    assert resolved.channels_last is False and resolved.precision == "bf16" and resolved.compile is True
+    assert resolved.channels_last is False and resolved.precision == "bf16" and resolved.tf32 is True
 
 
 @pytest.mark.parametrize("preset, device", [("cpu", CPU), ("gpu", CUDA)])
@@ -80,6 +82,7 @@ def test_trainer_resolves_auto_for_the_device_it_picked(tmp_path):
         (["trainer.compile=maybe"], "trainer.compile=maybe"),
         (["trainer.precision=fp16"], "trainer.precision=fp16"),
         (["trainer.compile=true", "trainer.cuda_graphs=true"], "cuda_graphs=true needs"),
+        (["trainer.tf32=true"], "tf32=true needs a CUDA device"),
     ],
 )
 def test_bad_switches_are_refused_with_a_message(overrides, message):
@@ -163,6 +166,19 @@ def test_second_order_finite_difference_runs_in_fp32_under_bf16_autocast():
     bf16 = hvp(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert fp32.abs().max() > 0
     torch.testing.assert_close(bf16, fp32, rtol=0, atol=0)  # steps r*v vanish in bf16 weights
+
+
+def test_full_fp32_turns_tf32_and_autocast_off_inside_and_restores_them():
+    before = set_tf32(True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with full_fp32():
+                assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+                assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def test_switches_reach_the_model_and_the_optimizers(fashion, tmp_path):
