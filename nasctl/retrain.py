@@ -151,6 +151,9 @@ class RetrainLoop:
             self.run.save_checkpoint({"model": self.model.state_dict(), "epoch": epoch, **record}, "best.pt")
         return {"lr": self.lr(epoch), "drop_path": self.drop_prob(epoch), **record, "best_test_acc": self.best_acc}
 
+    def finished(self) -> bool:
+        return False  # a retrain runs all its epochs
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "best_acc": self.best_acc}
 

@@ -65,11 +65,14 @@ def run_report(cfg: DictConfig, console: Console | None = None) -> dict[str, Any
     per_method = summary(per_run)
     console.print(rich_table(f"search runs in {root}", RUN_COLUMNS, per_run))
     console.print(rich_table("mean ± std over seeds", SUMMARY_COLUMNS, per_method))
+    notes = [f"- {r.label}: {row['reason']}" for r, row in zip(runs, per_run) if row["reason"]]  # early stops, failures
+    for line in notes:
+        console.print(line, markup=False, highlight=False)
     write_csv(out / "report.csv", per_run)
     write_csv(out / "summary.csv", per_method)
     made = figures(runs, list(cfg.curves), out) if cfg.plots else {}
     md = [f"# Search report: {root}\n", "## Mean ± std over seeds\n", markdown(SUMMARY_COLUMNS, per_method),
-          "## Runs\n", markdown(RUN_COLUMNS, per_run)]
+          "## Runs\n", markdown(RUN_COLUMNS, per_run), *(["## Why runs ended\n", "\n".join(notes) + "\n"] if notes else [])]
     for section, paths in made.items():
         md += [f"## {section.capitalize()}\n"] + [f"![{p.stem}]({p.relative_to(out).as_posix()})\n" for p in paths]
     (out / "report.md").write_text("\n".join(md))

@@ -28,10 +28,18 @@ class SearchRun:
     status: str
     metrics: list[dict[str, Any]]
     genotype: G.Genotype | None
+    early_stop: dict[str, Any] | None = None  # manifest.json's `early_stop` when a stabilizer ended the search
 
     def final(self, key: str) -> Any:
-        """The last value of a metrics.jsonl key (None if never logged)."""
-        return next((m[key] for m in reversed(self.metrics) if m.get(key) is not None), None)
+        """The last value of a metrics.jsonl key up to the epoch whose genotype the run kept (None if never logged)."""
+        kept = self.early_stop["genotype_epoch"] if self.early_stop else None
+        return next((m[key] for m in reversed(self.metrics)
+                     if m.get(key) is not None and (kept is None or m.get("epoch", 0) <= kept)), None)
+
+    @property
+    def stopped(self) -> str | None:
+        """`e<triggered>→e<kept>` for an early-stopped run."""
+        return f"e{self.early_stop['triggered_epoch']}→e{self.early_stop['genotype_epoch']}" if self.early_stop else None
 
 
 def collect(root: Path) -> list[SearchRun]:
@@ -45,7 +53,7 @@ def collect(root: Path) -> list[SearchRun]:
         runs.append(SearchRun(
             run=run, label=f"{where.replace('/', '_')}-{method}-seed{manifest['seed']}", method=method,
             seed=manifest["seed"], space=cfg.space.name, dataset=cfg.dataset.name, status=manifest.get("status", "?"),
-            metrics=run.metrics(), genotype=G.load(g) if g.is_file() else None,
+            metrics=run.metrics(), genotype=G.load(g) if g.is_file() else None, early_stop=manifest.get("early_stop"),
         ))
     return sorted(runs, key=lambda r: (r.space, r.dataset, r.method, r.seed, r.label))
 
@@ -71,7 +79,8 @@ METRICS = (
 )
 RUN_COLUMNS = (
     Column("method", "method"), Column("seed", "seed"), Column("space", "space"), Column("dataset", "dataset"),
-    Column("status", "status"), *METRICS, Column("genotype", "genotype (normal cell / NB201 nodes)"),
+    Column("status", "status"), Column("stopped", "stopped (kept)"), *METRICS,
+    Column("genotype", "genotype (normal cell / NB201 nodes)"),
     Column("time", "search s", num(".0f")),
 )
 GROUP = ("method", "space", "dataset")
@@ -82,10 +91,11 @@ def rows(runs: list[SearchRun]) -> list[dict[str, Any]]:
     """One dict per run: identity, final diagnostics, short genotype, summed epoch time (s)."""
     return [
         {"method": r.method, "seed": r.seed, "space": r.space, "dataset": r.dataset,
-         "status": None if r.status == "completed" else r.status,
+         "status": None if r.status == "completed" else r.status, "stopped": r.stopped,
          **{c.key: r.final(c.key) for c in METRICS},
          "genotype": r.genotype.short() if r.genotype else None, "time": sum(m.get("epoch_time", 0.0) for m in r.metrics),
-         "full_genotype": str(r.genotype) if r.genotype else None, "path": str(r.run.path.resolve())}
+         "full_genotype": str(r.genotype) if r.genotype else None, "path": str(r.run.path.resolve()),
+         "reason": r.run.manifest.get("reason")}
         for r in runs
     ]
 

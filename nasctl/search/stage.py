@@ -26,7 +26,7 @@ from nasctl.errors import NasctlError
 from nasctl.search import diagnostics, hessian
 from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
-from nasctl.stabilizers import Batches, Stabilizers
+from nasctl.stabilizers import Batches, EarlyStop, Stabilizers
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer, recording, seed_everything
 
@@ -86,6 +86,7 @@ class SearchLoop:
         )
         self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.model.alphas}
         self.epoch_scalars: dict[str, float] = {}
+        self.stopped: EarlyStop | None = None  # set when a stabilizer ends the search early (DARTS-ES)
 
     # -- the Loop protocol ------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
@@ -153,13 +154,21 @@ class SearchLoop:
                       alpha_entropy=diagnostics.alpha_entropy(alphas))
         if self.bench is not None:
             record.update({f"bench_{k}": v for k, v in self.bench.accuracies(str(genotype)).items()})
-        d = self.cfg.diagnostics
-        if d.hessian_every and (epoch % d.hessian_every == 0 or epoch == self.cfg.search.epochs - 1):
+        d, epochs = self.cfg.diagnostics, self.cfg.search.epochs
+        logged = d.hessian_every and (epoch % d.hessian_every == 0 or epoch == epochs - 1)
+        if logged or self.hooks.needs_hessian(epoch, epochs):
             x, y = next(self.val_batches.epoch(epoch))  # one (augmented) search-val batch, as RD
             with torch.compiler.set_stance("force_eager"):  # double gradients: compiled graphs cannot
                 record["hessian_eig"] = hessian.dominant_eigenvalue(
                     self.model, self.loss, x, y, self.cfg.search.arch_weight_decay, d.hessian_method)
+        self.stopped = self.hooks.on_epoch_end(epoch, epochs, record, genotype)
+        if self.stopped is not None:
+            atomic_write(self.run.path / "genotype.json", G.dumps(self.stopped.genotype).encode())
+            record["early_stop"] = self.stopped.reason
         return record
+
+    def finished(self) -> bool:
+        return self.stopped is not None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +177,7 @@ class SearchLoop:
             "a_opt": self.architect.opt.state_dict(),
             "hooks": self.hooks.state_dict(),
             "alpha_history": self.alpha_history,
+            "stopped": None if self.stopped is None else vars(self.stopped) | {"genotype": self.stopped.genotype.to_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -176,6 +186,8 @@ class SearchLoop:
         self.architect.opt.load_state_dict(state["a_opt"])
         self.hooks.load_state_dict(state["hooks"])
         self.alpha_history = state["alpha_history"]
+        stop = state.get("stopped")
+        self.stopped = None if stop is None else EarlyStop(**stop | {"genotype": G.from_dict(stop["genotype"])})
 
 
 def cycle_batches(batches: DeviceBatches, epoch: int, start_step: int) -> Iterator[tuple]:
@@ -201,5 +213,6 @@ def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
         run.update(status="running", device=str(trainer.device))
         loop = SearchLoop(cfg, trainer, run)
         trainer.fit(loop, cfg.search.epochs, resume=resume, label="search")
-    run.finish("completed", genotype=G.load(out_dir / "genotype.json").to_dict())
+    stop = {} if loop.stopped is None else {"reason": loop.stopped.reason, "early_stop": loop.stopped.details}
+    run.finish("completed", genotype=G.load(out_dir / "genotype.json").to_dict(), **stop)
     return run

@@ -2,7 +2,8 @@
 
 Composition (`stabilizer=[a,b]`): `configure` and `on_epoch_start` run in order, `weight_step`
 contexts nest with the first given outermost, `arch_loss` terms add up, and `arch_grad` is a
-pipeline (b changes what a returned). Two methods claiming the same `exclusive` resource (both
+pipeline (b changes what a returned), the Hessian is computed where any member needs it, and
+the first member's `EarlyStop` ends the search. Two methods claiming the same `exclusive` resource (both
 SDARTS variants perturb the mixing weights) are refused before any work starts.
 """
 
@@ -17,11 +18,12 @@ from omegaconf import OmegaConf
 
 from nasctl.config import validate
 from nasctl.errors import NasctlError
+from nasctl.genotype import Genotype
 from nasctl.spaces.base import Supernet
-from nasctl.stabilizers import amended, beta_decay, darts_minus, noisy, sdarts  # noqa: F401  (register)
-from nasctl.stabilizers.base import STABILIZERS, Batches, LossFn, Stabilizer, StabilizerDef
+from nasctl.stabilizers import amended, beta_decay, darts_es, darts_minus, noisy, sdarts  # noqa: F401  (register)
+from nasctl.stabilizers.base import STABILIZERS, Batches, EarlyStop, LossFn, Stabilizer, StabilizerDef
 
-__all__ = ["STABILIZERS", "Batches", "LossFn", "Stabilizer", "StabilizerDef", "Stabilizers"]
+__all__ = ["STABILIZERS", "Batches", "EarlyStop", "LossFn", "Stabilizer", "StabilizerDef", "Stabilizers"]
 
 
 def build(name: str, node: Any) -> Stabilizer:
@@ -78,6 +80,13 @@ class Stabilizers(Stabilizer):
         for s in self.members.values():
             grads = s.arch_grad(model, grads, batches, loss_fn)
         return grads
+
+    def needs_hessian(self, epoch: int, epochs: int) -> bool:
+        return any(s.needs_hessian(epoch, epochs) for s in self.members.values())
+
+    def on_epoch_end(self, epoch: int, epochs: int, record: dict[str, Any], genotype: Genotype) -> EarlyStop | None:
+        stops = [s.on_epoch_end(epoch, epochs, record, genotype) for s in self.members.values()]
+        return next((stop for stop in stops if stop is not None), None)
 
     def state_dict(self) -> dict[str, Any]:
         return {name: s.state_dict() for name, s in self.members.items()}

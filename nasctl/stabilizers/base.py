@@ -3,7 +3,8 @@
 A stabilizer is one small module registering a subclass of `Stabilizer` with its config
 dataclass. Every hook defaults to doing nothing, so a method overrides only what it changes.
 Per iteration the loop calls `arch_loss` and `arch_grad` in the architecture step, then runs
-the weight step inside `weight_step`; `on_epoch_start` runs before each epoch's first step.
+the weight step inside `weight_step`; `on_epoch_start` runs before each epoch's first step and
+`on_epoch_end` after its last, where an `EarlyStop` ends the search (DARTS-ES).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from nasctl.genotype import Genotype
 from nasctl.registry import Registry
 from nasctl.spaces.base import Supernet
 
@@ -29,6 +31,16 @@ class Batches:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """End the search after this epoch and keep the genotype derived at `epoch`."""
+
+    epoch: int
+    genotype: Genotype
+    reason: str  # one sentence for manifest.json and the report
+    details: dict[str, Any]  # machine-readable, stored in manifest.json as `early_stop`
 
 
 class Stabilizer:
@@ -60,6 +72,14 @@ class Stabilizer:
     ) -> list[torch.Tensor]:
         """Change the architecture gradient (one tensor per `model.arch_parameters()`, as search.order computed it)."""
         return grads
+
+    def needs_hessian(self, epoch: int, epochs: int) -> bool:
+        """Whether this epoch's record must carry the dominant Hessian eigenvalue `hessian_eig`."""
+        return False
+
+    def on_epoch_end(self, epoch: int, epochs: int, record: dict[str, Any], genotype: Genotype) -> EarlyStop | None:
+        """Read the finished epoch's record and derived genotype; an EarlyStop ends the search here."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

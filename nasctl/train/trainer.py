@@ -61,6 +61,9 @@ class Loop(Protocol):
 
     def end_epoch(self, epoch: int) -> dict[str, Any]: ...
 
+    def finished(self) -> bool:
+        """True once the loop asks to end before its last epoch (early stopping)."""
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -230,7 +233,7 @@ class Trainer:
         main = distributed.is_main()  # under torchrun only rank 0 shows progress and writes
         progress = Progress(*columns, disable=not (self.cfg.progress and main))
         with self._signals(), progress as bar, scalars(self.run.path, self.cfg.tensorboard and main) as tensorboard:
-            while epoch < epochs:
+            while epoch < epochs and not loop.finished():
                 n = loop.steps_per_epoch()
                 task = bar.add_task(f"{label} {epoch + 1}/{epochs}", total=n, completed=step, stats="")
                 t0 = time.time()
