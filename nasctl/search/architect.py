@@ -3,7 +3,8 @@
 Second order follows `quark0/darts` cnn/architect.py: unroll one SGD step
 w' = w - xi (mu m + grad_w L_tr + lambda w), take grad_alpha L_val(w', alpha) and subtract
 xi * grad^2_{alpha,w} L_tr(w, alpha) grad_w' L_val(w', alpha), the mixed term by a central
-finite difference with r = 0.01 / ||grad_w' L_val||.
+finite difference with r = FD_RADIUS / ||grad_w' L_val||. Its two passes replay one RNG state, so
+drop-path masks and noise are the same at w + r v and w - r v (DARTS's own code draws them anew).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nasctl.stabilizers import Batches, Stabilizer
 from nasctl.train.trainer import full_fp32
 
 Autocast = Callable[[], object]
+FD_RADIUS = 0.01  # |r v| of the finite difference (DARTS cnn/architect.py:76, r = 1e-2 / ||v||)
 
 
 class Architect:
@@ -81,8 +83,10 @@ class Architect:
         """grad^2_{alpha,w} L_tr(w, alpha) v by central differences at w +- r v.
 
         Always in plain fp32: the steps r v are far below bf16's (and TF32's) resolution of the weights.
+        Both passes start from the same RNG state (CPU and the model's device), so they see the same
+        drop-path masks and noise: the difference is the derivative of one function, not noise over 2r.
         """
-        r = 0.01 / torch.sqrt(sum((x**2).sum() for x in v))
+        r = FD_RADIUS / torch.sqrt(sum((x**2).sum() for x in v))
         alphas = self.model.arch_parameters()
         saved = [w.detach().clone() for w in weights]
 
@@ -92,7 +96,10 @@ class Architect:
                     w.copy_(w0 + (sign * r) * d)
             return torch.autograd.grad(self.loss(b.x_train, b.y_train, fp32=True), alphas, materialize_grads=True)
 
-        plus, minus = grad_at(1.0), grad_at(-1.0)
+        device = saved[0].device
+        with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
+            plus = grad_at(1.0)  # the RNG state is put back on exit: the minus pass replays the same draws
+        minus = grad_at(-1.0)
         with torch.no_grad():
             for w, w0 in zip(weights, saved):
                 w.copy_(w0)

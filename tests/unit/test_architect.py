@@ -7,8 +7,11 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch.func import functional_call
 
+import nasctl
+from nasctl.search import architect
 from nasctl.search.architect import Architect
 from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
 from nasctl.stabilizers import Batches, Stabilizers
@@ -96,3 +99,47 @@ def test_step_moves_alphas_only(setup, order):
     make_architect(model, w_opt, order).step(b, XI)
     assert all(not torch.equal(a0, a) for a0, a in zip(alphas0, model.arch_parameters()))
     assert all(torch.equal(w0, w) for w0, w in zip(weights0, model.weight_parameters()))
+
+
+# -- randomness in the finite difference ------------------------------------------------------
+def random_setup(noisy: bool):
+    """The smooth toy with search drop-path, S4's `noise` op and (optionally) NoisyDARTS on the skips."""
+    ops = ["noise", "skip_connect", "sep_conv_3x3"]
+    model = DartsSupernet(DartsSpaceConfig(ops=ops, C=2, layers=3, steps=2, multiplier=2), num_classes=3, in_channels=1)
+    smooth(model)
+    model.set_drop_path(0.3)
+    if noisy:
+        node = OmegaConf.load(nasctl.conf_dir() / "stabilizer" / "noisy.yaml")
+        Stabilizers({"noisy": node}).configure(model)
+    model.train()
+    weights = model.weight_parameters()
+    g = torch.Generator().manual_seed(7)
+    v = [torch.randn(w.shape, generator=g, dtype=w.dtype) for w in weights]
+    w_opt = torch.optim.SGD(weights, lr=XI, momentum=MU, weight_decay=WD)
+    return model, make_architect(model, w_opt, "second"), weights, v
+
+
+def mixed_estimate(arch: Architect, b: Batches, weights, v, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.cat([t.flatten() for t in arch._mixed_hvp(b, weights, v)])
+
+
+def test_the_two_finite_difference_passes_see_the_same_drop_path_masks_and_noise(setup):
+    _, _, b = setup
+    model, arch, weights, v = random_setup(noisy=False)
+    got = mixed_estimate(arch, b, weights, v, seed=11)
+    torch.manual_seed(11)  # the same draws in one forward: the exact mixed derivative of that realisation
+    g_w = torch.autograd.grad(F.cross_entropy(model(b.x_train), b.y_train), weights, create_graph=True, materialize_grads=True)
+    exact = torch.autograd.grad(sum((g * u).sum() for g, u in zip(g_w, v)), model.arch_parameters())
+    exact = torch.cat([t.flatten() for t in exact])
+    assert float((got - exact).norm() / exact.norm()) < 1e-3  # fresh draws per pass: ~100x off
+
+
+def test_two_estimates_from_one_state_agree_with_noisy_darts_noise_on(setup, monkeypatch):
+    _, _, b = setup
+    _, arch, weights, v = random_setup(noisy=True)
+    one = mixed_estimate(arch, b, weights, v, seed=3)
+    assert torch.equal(one, mixed_estimate(arch, b, weights, v, seed=3))
+    monkeypatch.setattr(architect, "FD_RADIUS", architect.FD_RADIUS / 2)  # a second estimate, half the radius
+    half = mixed_estimate(arch, b, weights, v, seed=3)
+    assert float((one - half).norm() / one.norm()) < 1e-3  # one function, O(r^2) apart; fresh draws: ~100 % apart
