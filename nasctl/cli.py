@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -24,6 +25,38 @@ Overrides = Annotated[
     Optional[list[str]],
     typer.Argument(help="Hydra overrides and flags: key=value, group=option, -m, --cfg job, hydra.run.dir=..."),
 ]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (the same as output=json).")]
+GENOTYPE_ARG = re.compile(r"(\+{0,2}genotype)=(.+)", re.S)
+PASTED = ("|", "Genotype(", "{")  # an NB201 arch string, the DARTS repositories' literal, JSON
+
+
+def split_top(value: str) -> list[str]:
+    """Split a sweep value at the commas outside brackets and quotes (`a,Genotype(x, y)` -> 2 items)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(value):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(value[start:i])
+            start = i + 1
+    return [*items, value[start:]]
+
+
+def quote_pasted(arg: str) -> str:
+    """`genotype=<a cell as its field prints it>` quoted for Hydra's grammar, each item of a sweep on its own."""
+    m = GENOTYPE_ARG.fullmatch(arg)
+    if not m:
+        return arg
+    items = [v.strip() if v.strip().startswith(PASTED) else v for v in split_top(m.group(2))]
+    quoted = [("'" + v.replace("'", "\\'") + "'") if v.startswith(PASTED) else v for v in items]
+    return f"{m.group(1)}={','.join(quoted)}"
 
 
 def _groups(*names: str) -> str:
@@ -42,17 +75,28 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
         os.environ["NASCTL_DEBUG"] = os.environ["HYDRA_FULL_ERROR"] = "1"
 
 
-def _stage(name: str, doc: str, *groups: str, positional: str | None = None) -> None:
-    """Register a stage; with `positional`, a first argument without `=` means `<positional>=<argument>`."""
+def _stage(name: str, doc: str, *groups: str, positional: str | None = None, json_flag: bool = False,
+           implies: dict[str, str] | None = None) -> None:
+    """Register a stage. `positional`: a first argument without `=` means `<positional>=<argument>`;
+    `json_flag`: `--json` means output=json; `implies`: an argument that adds another unless its key is given."""
 
-    def command(overrides: Overrides = None) -> None:
+    def run(args: list[str]) -> None:
         from nasctl import entry
 
-        args = list(overrides or [])
         if positional and args and "=" not in args[0] and not args[0].startswith("-"):
             quoted = args[0].replace("'", "\\'")
             args[0] = f"{positional}='{quoted}'"
-        entry.main(name, args)
+        for given, extra in (implies or {}).items():
+            if given in args and not any(a.startswith(extra.split("=")[0] + "=") for a in args):
+                args.append(extra)
+        entry.main(name, [quote_pasted(a) for a in args])
+
+    if json_flag:
+        def command(overrides: Overrides = None, as_json: JsonFlag = False) -> None:
+            run([*(overrides or []), *(["output=json"] if as_json else [])])
+    else:
+        def command(overrides: Overrides = None) -> None:
+            run(list(overrides or []))
 
     command.__doc__ = doc + (_groups(*groups) if groups else "")
     app.command(name, context_settings=PASSTHROUGH)(command)
@@ -74,9 +118,11 @@ _stage(
 _stage(
     "evaluate",
     "Score a retrain run (test accuracy, params, FLOPs, latency), a genotype untrained, or an NB201 arch.\n\n"
-    "e.g. nasctl evaluate run=latest; nasctl evaluate genotype=darts_v2 output=json; "
-    "nasctl evaluate space=nb201 genotype='|nor_conv_3x3~0|+|...|'",
+    "e.g. nasctl evaluate run=latest; nasctl evaluate genotype=darts_v2 --json; "
+    "nasctl evaluate genotype=darts_v2 dataset=imagenet (= recipe=imagenet); "
+    "nasctl evaluate space=nb201 'genotype=|nor_conv_3x3~0|+|...|'",
     "dataset", "recipe", "space", "trainer",
+    json_flag=True, implies={"dataset=imagenet": "recipe=imagenet"},
 )
 _stage(
     "report",

@@ -266,3 +266,64 @@ if not OmegaConf.has_resolver("nasctl_uid"):
     OmegaConf.register_new_resolver("nasctl_uid", _uid, use_cache=True)
 if not OmegaConf.has_resolver("nasctl_shape_of"):
     OmegaConf.register_new_resolver("nasctl_shape_of", shape_of)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows: from `low` to `high` (None = unbounded), each end closed or open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+COUNT, NONNEG, POSITIVE = Range(1), Range(0), Range(0, low_open=True)
+PROB, PORTION, MOMENTUM = Range(0, 1, high_open=True), Range(0, 1, True, True), Range(0, 1, high_open=True)
+
+# Every numeric key whose value torch, the data or the schedules would misread or refuse late; a stage
+# checks the keys its config has (a list: each element) before any work starts.
+RANGES: dict[str, Range] = {
+    "dataset.subset": COUNT, "dataset.test_subset": COUNT,
+    **{f"{stage}.{key}": r for stage in ("search", "retrain") for key, r in {
+        "epochs": COUNT, "batch_size": COUNT, "grad_clip": POSITIVE, "steps_per_epoch": COUNT, "eval_batches": COUNT,
+        "augment.crop_padding": NONNEG, "augment.cutout": NONNEG, "drop_path": PROB}.items()},
+    "search.train_portion": PORTION, "search.w_lr": POSITIVE, "search.w_lr_min": NONNEG,
+    "search.w_momentum": MOMENTUM, "search.w_weight_decay": NONNEG, "search.arch_lr": NONNEG,
+    "search.arch_betas": Range(0, 1, high_open=True), "search.arch_weight_decay": NONNEG,
+    "retrain.lr": POSITIVE, "retrain.lr_min": NONNEG, "retrain.lr_gamma": Range(0, 1, low_open=True),
+    "retrain.momentum": MOMENTUM, "retrain.weight_decay": NONNEG, "retrain.label_smoothing": PROB,
+    "retrain.auxiliary_weight": NONNEG, "retrain.workers": NONNEG, "retrain.net.C": COUNT, "retrain.net.layers": COUNT,
+    "trainer.log_every": COUNT, "trainer.checkpoint_every_steps": NONNEG, "diagnostics.hessian_every": NONNEG,
+    "batch_size": COUNT, "latency.warmup": NONNEG, "latency.repeats": COUNT,
+    "stabilizer.sdarts_rs.epsilon": NONNEG, "stabilizer.sdarts_rs.epsilon_start": NONNEG,
+    "stabilizer.sdarts_adv.epsilon": NONNEG, "stabilizer.sdarts_adv.epsilon_start": NONNEG,
+    "stabilizer.sdarts_adv.steps": COUNT, "stabilizer.sdarts_adv.step_scale": POSITIVE,
+    "stabilizer.beta_decay.lambda_max": NONNEG, "stabilizer.beta_decay.ramp_epochs": COUNT,
+    "stabilizer.amended.eta": NONNEG, "stabilizer.amended.cg_steps": COUNT,
+    "stabilizer.darts_minus.beta0": NONNEG, "stabilizer.noisy.factor": NONNEG, "stabilizer.noisy.drop_path": PROB,
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Refuse, naming the key and its range, the first value in `cfg` outside its RANGES entry."""
+    for key, allowed in RANGES.items():
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except Exception:  # noqa: BLE001  (a path through a list, e.g. bench's `search:` overrides)
+            continue
+        values = list(value) if OmegaConf.is_list(value) else [value]
+        for i, v in enumerate(values):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v not in allowed:
+                name = f"{key}[{i}]" if OmegaConf.is_list(value) else key
+                raise NasctlError(f"{name} must be {allowed}, got {v}.")

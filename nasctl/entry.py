@@ -12,19 +12,26 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
+from rich.text import Text
 
 from nasctl import conf_dir
-from nasctl.config import register_schemas
+from nasctl.config import check_ranges, register_schemas
 from nasctl.errors import NasctlError
 from nasctl.store import find_runs
 from nasctl.train import distributed
@@ -58,9 +65,13 @@ register_schemas()
 console = Console(stderr=True)
 
 
-def report_error(exc: BaseException) -> None:
-    """Print an error as one paragraph, naming the run directory where one exists."""
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+DEBUG_HINT = "(`nasctl --debug ...` shows the traceback)"
+
+
+def report_error(exc: BaseException | str, hint: bool = True) -> None:
+    """Print an error as one paragraph, literally (no markup), pointing to `--debug` for the traceback."""
+    text = " ".join(str(exc).split())
+    console.print(Text.assemble(("error:", "bold red"), f" {text}", f" {DEBUG_HINT}" if hint else ""), soft_wrap=True)
 
 
 class JobFailed(CompactHydraException):
@@ -84,9 +95,10 @@ def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         from nasctl.train import Interrupted
 
         try:
+            check_ranges(cfg)
             return fn(cfg)
         except Interrupted as exc:  # a signal stops the whole sweep, not just this job
-            report_error(exc)
+            report_error(exc, hint=False)
             raise SystemExit(EXIT_INTERRUPTED) from None
         except NasctlError as exc:
             if os.environ.get("NASCTL_DEBUG"):
@@ -95,7 +107,7 @@ def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         except Exception as exc:
             if os.environ.get("NASCTL_DEBUG"):
                 raise
-            fail(f"internal error: {type(exc).__name__}: {exc} (run with `nasctl --debug ...` for the traceback)", 1)
+            fail(f"internal error: {type(exc).__name__}: {exc}", 1)
 
     return wrapper
 
@@ -164,8 +176,63 @@ ENTRIES: dict[str, Callable[[], None]] = {
 DISTRIBUTED = ("retrain",)  # stages that run as DDP ranks under torchrun
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n")[0]
+
+
+def explain(exc: BaseException, stage: str) -> str | None:
+    """nasctl's sentence for an error raised while Hydra reads the command line or prepares the run directory;
+    None for an error that is not the user's (an internal error)."""
+    for cause in _causes(exc):
+        if isinstance(cause, NasctlError):
+            return str(cause)
+    if isinstance(exc, OverrideParseException):
+        lines = [x.strip() for x in exc.message.splitlines() if x.strip() and not x.strip().startswith(("^", "See "))]
+        reason = lines[-1] if len(lines) > 1 else "a character Hydra's override grammar does not allow here"
+        return (f"cannot read the override {exc.override!r}: {reason}. Quote a value that holds spaces, brackets, "
+                "parentheses, quotes or `|`: key='value', inside the shell's quotes \"key='value'\" (genotype= "
+                "takes an NB201 arch string or a Genotype(...) literal as printed, unquoted).")
+    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
+        group, _, choice = exc.missing_cfg_file.rpartition("/")
+        return f"{group}={choice}: no such option; {group} is one of {', '.join(exc.options)}."
+    if isinstance(exc, ConfigCompositionException):
+        head = _first_line(exc)
+        cause = exc.__cause__
+        if head.startswith("Error merging override ") and isinstance(cause, OmegaConfBaseException):
+            return f"{head.removeprefix('Error merging override ')}: {_first_line(cause)}."
+        if head.startswith("Could not override "):  # Hydra's advice, `+key=value`, names the override
+            key = head.split("'")[1]
+            override = str(exc).rpartition(" use +")[2].strip() or key
+            what = "config group" if "defaults list" in head else "key"
+            return (f"{override}: nasctl {stage} has no {what} {key!r}; `nasctl {stage} --help` lists its config "
+                    f"groups and `nasctl {stage} --cfg job` its keys.")
+        return head
+    if isinstance(exc, OmegaConfBaseException):
+        key = getattr(exc, "full_key", None)
+        return f"{key}: {_first_line(exc)}" if key else _first_line(exc)
+    if isinstance(exc, OSError):
+        return (f"cannot create or write {exc.filename or 'the run directory'}: {exc.strerror or exc}; choose a "
+                "writable place with hydra.run.dir=<dir> (or run_root=<dir>).")
+    if isinstance(exc, ValueError):  # Hydra's own flag checks, e.g. `-m` together with `--cfg`
+        return str(exc)
+    return None
+
+
 def main(stage: str, args: list[str]) -> None:
-    """Run a stage's Hydra entry with `args` as its command line (argv is restored after)."""
+    """Run a stage's Hydra entry with `args` as its command line (argv is restored after).
+
+    Hydra's own errors (override grammar, types, missing options, the run directory) come back here
+    as exceptions (HYDRA_FULL_ERROR) and end in nasctl's one paragraph with exit status 2.
+    """
     if distributed.launched():
         if stage not in DISTRIBUTED:
             report_error(f"nasctl {stage} runs as one process; only {', '.join(DISTRIBUTED)} runs under torchrun "
@@ -174,12 +241,24 @@ def main(stage: str, args: list[str]) -> None:
         distributed.setup()
         args = [*args, *distributed.hydra_args()]
     saved, sys.argv = sys.argv, [f"nasctl {stage}", *args]
+    saved_env = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # raise instead of printing Hydra's advice
     try:
         ENTRIES[stage]()
-    except ValueError as exc:  # Hydra's own flag checks, e.g. `-m` together with `--cfg`
+    except JobFailed as exc:  # a sweep whose failed jobs have each printed their error
         if os.environ.get("NASCTL_DEBUG"):
             raise
-        report_error(exc)
-        raise SystemExit(EXIT_USER_ERROR) from None
+        report_error(exc, hint=False)
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if os.environ.get("NASCTL_DEBUG"):
+            raise
+        message = explain(exc, stage)
+        report_error(message or f"internal error: {type(exc).__name__}: {exc}")
+        raise SystemExit(EXIT_USER_ERROR if message else 1) from None
     finally:
         sys.argv = saved
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env

@@ -68,8 +68,6 @@ def latency_ms(model: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: in
 def profile(model: EvalNetwork, dataset: Any, cfg: DictConfig, device: torch.device,
             autocast: Callable[[], Any]) -> dict[str, Any]:
     """Parameters, FLOPs per image and batch-1 / batch-N latency of the network in eval mode."""
-    if cfg.latency.repeats < 1 or cfg.latency.warmup < 0 or cfg.batch_size < 1:
-        raise NasctlError("latency.repeats and batch_size must be >= 1 and latency.warmup >= 0.")
     model.eval()
     shape = (dataset.channels, dataset.size, dataset.size)
     x1, xn = (torch.randn(n, *shape, device=device) for n in (1, cfg.batch_size))

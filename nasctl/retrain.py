@@ -31,16 +31,10 @@ TOP5_MIN_CLASSES = 100  # report top-5 accuracy from this many classes on (CIFAR
 
 
 def check_params(cfg: DictConfig) -> None:
+    """The choices among names; numeric ranges are checked for every stage by `config.check_ranges`."""
     r = cfg.retrain
-    for key in ("epochs", "batch_size"):
-        if r[key] <= 0:
-            raise NasctlError(f"retrain.{key} must be positive, got {r[key]}.")
     if r.lr_schedule not in ("cosine", "step"):
         raise NasctlError(f"retrain.lr_schedule must be 'cosine' or 'step', got {r.lr_schedule!r}.")
-    if not 0 <= r.drop_path < 1:
-        raise NasctlError(f"retrain.drop_path must be in [0, 1), got {r.drop_path}.")
-    if r.auxiliary_weight < 0:
-        raise NasctlError(f"retrain.auxiliary_weight must be >= 0, got {r.auxiliary_weight}.")
     check_recipe(cfg.dataset, r.net)
 
 

@@ -36,16 +36,10 @@ def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
 
 
 def check_params(cfg: DictConfig) -> None:
+    """The choices among names; numeric ranges are checked for every stage by `config.check_ranges`."""
     s = cfg.search
-    for key in ("epochs", "batch_size"):
-        if s[key] <= 0:
-            raise NasctlError(f"search.{key} must be positive, got {s[key]}.")
-    if not 0 < s.train_portion < 1:
-        raise NasctlError(f"search.train_portion must be in (0, 1), got {s.train_portion}.")
     if s.order not in ("first", "second"):
         raise NasctlError(f"search.order must be 'first' or 'second', got {s.order!r}.")
-    if not 0 <= s.drop_path < 1:
-        raise NasctlError(f"search.drop_path must be in [0, 1), got {s.drop_path}.")
     if cfg.diagnostics.hessian_method not in hessian.METHODS:
         raise NasctlError(f"diagnostics.hessian_method must be one of {', '.join(hessian.METHODS)}, "
                           f"got {cfg.diagnostics.hessian_method!r}.")

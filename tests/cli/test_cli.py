@@ -68,8 +68,8 @@ def test_multirun_and_run_dir_override(tmp_path, fashion):
         (["stabilizer=bogus"], "sdarts"),  # Hydra lists the available options
         (["search.epoch=3"], "epoch"),
         (["search.epochs=abc"], "epochs"),
-        (["search.epochs=0"], "search.epochs must be positive"),
-        (["search.batch_size=-1"], "search.batch_size must be positive"),
+        (["search.epochs=0"], "search.epochs must be >= 1, got 0."),
+        (["search.batch_size=-1"], "search.batch_size must be >= 1, got -1."),
         (["dataset=cifar10", "dataset.root=/nonexistent/cifar"], "/nonexistent/cifar"),
         (["trainer.device=cuda"], "no CUDA GPU"),
         (["space.name=nospace"], "Unknown search space 'nospace'"),
