@@ -36,6 +36,7 @@ from rich.table import Table
 from nasctl.errors import NasctlError
 from nasctl.store import Run, atomic_write
 from nasctl.train import Loop, Trainer, pick_device, seed_everything
+from nasctl.train.lifecycle import build_loop
 from nasctl.train.trainer import SWITCHES
 
 BASELINE = "eager"
@@ -125,18 +126,14 @@ def unavailable(stage: str, overrides: list[str]) -> str:
 
 
 def build(stage: str, ccfg: DictConfig, trainer: Trainer, run: Run) -> tuple[Loop, int]:
-    """The stage's loop and how many images one of its steps trains on (1 for search: steps/s)."""
-    seed_everything(ccfg.seed)
-    if stage == "search":
-        from nasctl.search.stage import SearchLoop
-
-        return SearchLoop(ccfg, trainer, run), 1
-    from nasctl import genotype as G
-    from nasctl.evalnet import check_genotype
+    """The stage's loop, built as `nasctl <stage>` builds it, and how many images one step trains on (1 for search)."""
     from nasctl.retrain import RetrainLoop
+    from nasctl.search.stage import SearchLoop
 
-    genotype = check_genotype(G.resolve_genotype(ccfg.genotype, ccfg.run_root))
-    return RetrainLoop(ccfg, trainer, run, genotype), ccfg.retrain.batch_size
+    cls = {"search": SearchLoop, "retrain": RetrainLoop}[stage]
+    seed_everything(ccfg.seed)
+    loop = build_loop(cls, ccfg, trainer, run, cls.prepare(ccfg, run.path, resume=False))
+    return loop, 1 if stage == "search" else ccfg.retrain.batch_size
 
 
 def endless(loop: Loop) -> Iterator[Any]:

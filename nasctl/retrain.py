@@ -22,9 +22,9 @@ from nasctl import genotype as G
 from nasctl.data import DeviceBatches, HostBatches, load_folder_split, load_split
 from nasctl.errors import NasctlError
 from nasctl.evalnet import EvalNetwork, build_eval_network, check_genotype, count_params
-from nasctl.search.stage import cosine_lr
 from nasctl.store import Run, atomic_write
-from nasctl.train import Trainer, distributed, recording, seed_everything
+from nasctl.train import Trainer, distributed
+from nasctl.train.lifecycle import StageLoop, eval_pass, run_stage, step_totals
 
 FOLDER_DATASETS = ("imagenet",)  # read from disk per batch; everything else is one tensor in memory
 TOP5_MIN_CLASSES = 100  # report top-5 accuracy from this many classes on (CIFAR-100, ImageNet)
@@ -56,33 +56,36 @@ def test_batches(dataset: Any, device: torch.device, batch_size: int, seed: int,
                          augment=None, shuffle=False, drop_last=False, seed=seed)
 
 
-@torch.no_grad()
 def test_pass(model: EvalNetwork, batches: Any, autocast: Any, max_batches: int | None = None) -> dict[str, float]:
     """Mean cross-entropy, top-1 (and top-5 for many classes) accuracy in % over the test batches."""
     model.eval()
-    loss = correct = correct5 = count = 0
-    for x, y in islice(batches.epoch(0), max_batches):
-        with autocast():
-            logits = model(x)[0].float()
-        loss += F.cross_entropy(logits, y, reduction="sum")
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct += (top[:, 0] == y).sum()
-        correct5 += (top == y[:, None]).any(1).sum()
-        count += y.numel()
-    if not count:
-        raise NasctlError("The test split is empty; check dataset.test_subset.")
-    out = {"test_loss": float(loss) / count, "test_acc": 100.0 * float(correct) / count}
-    if logits.shape[1] >= TOP5_MIN_CLASSES:
-        out["test_top5"] = 100.0 * float(correct5) / count
-    return out
+    top5 = model.classifier.out_features >= TOP5_MIN_CLASSES
+    out = eval_pass(lambda x: model(x)[0], batches, autocast, max_batches, top5=top5)
+    return {f"test_{k}": v for k, v in out.items()}
 
 
-class RetrainLoop:
+class RetrainLoop(StageLoop):
     """One retrain run's model, optimizer and data, driven by the shared Trainer."""
 
-    def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run, genotype: G.Genotype) -> None:
+    stage = "retrain"
+
+    @classmethod
+    def prepare(cls, cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+        """The genotype: a resumed run's own (even if `latest` has moved on), else `genotype=` resolved and checked."""
+        if resume:
+            return {"genotype": G.load(run_dir / "genotype.json")}
+        if OmegaConf.is_missing(cfg, "genotype"):
+            raise NasctlError(
+                f"retrain needs genotype=: a published one ({', '.join(G.ZOO)}), `latest` (the latest search), "
+                "a genotype.json, a search run directory or a literal."
+            )
+        genotype = check_genotype(G.resolve_genotype(cfg.genotype, cfg.run_root))
         check_params(cfg)
-        self.cfg, self.trainer, self.run, r, d = cfg, trainer, run, cfg.retrain, cfg.dataset
+        return {"genotype": genotype}
+
+    def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run, genotype: G.Genotype) -> None:
+        super().__init__(cfg, trainer, run)
+        self.genotype, r, d = genotype, self.hp, cfg.dataset
         dev = trainer.device
         if d.name in FOLDER_DATASETS:
             self.train_batches = HostBatches(load_folder_split(d, "train"), dev, r.batch_size, shuffle=True,
@@ -101,23 +104,24 @@ class RetrainLoop:
                                    **trainer.optimizer_kwargs())
         self.best_acc = -math.inf
 
-    # -- the Loop protocol ------------------------------------------------------------------
-    def steps_per_epoch(self) -> int:
-        cap = self.cfg.retrain.steps_per_epoch
-        return min(len(self.train_batches), cap) if cap else len(self.train_batches)
+    def begin(self, resume: bool) -> dict[str, Any]:
+        if not resume and distributed.is_main():
+            atomic_write(self.run.path / "genotype.json", G.dumps(self.genotype).encode())
+        return {"genotype": self.genotype.to_dict(), "params_m": round(count_params(self.model), 4)}
 
+    def result(self) -> dict[str, Any]:
+        return {"best_test_acc": self.best_acc, "final": self.run.metrics()[-1]}
+
+    # -- the Loop protocol ------------------------------------------------------------------
     def lr(self, epoch: int) -> float:
-        r = self.cfg.retrain
-        if r.lr_schedule == "step":
-            return r.lr * r.lr_gamma**epoch
-        return cosine_lr(epoch, r.epochs, r.lr, r.lr_min)
+        r = self.hp
+        return r.lr * r.lr_gamma**epoch if r.lr_schedule == "step" else super().lr(epoch)
 
     def drop_prob(self, epoch: int) -> float:
         return self.cfg.retrain.drop_path * epoch / self.cfg.retrain.epochs
 
     def batches(self, epoch: int, start_step: int) -> Iterator[tuple]:
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr(epoch)
+        self.set_lr(self.opt, epoch)
         self.model.set_drop_path(self.drop_prob(epoch))
         return islice(self.train_batches.epoch(epoch, start_step), self.steps_per_epoch() - start_step)
 
@@ -125,7 +129,6 @@ class RetrainLoop:
         x, y = batch
         r = self.cfg.retrain
         self.model.train()
-        self.trainer.begin_step()
         self.opt.zero_grad(set_to_none=True)
         with self.trainer.autocast():
             logits, aux = self.net(x)
@@ -135,8 +138,7 @@ class RetrainLoop:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
         self.opt.step()
-        n = torch.full((), y.numel(), device=y.device)  # no host-to-device copy (a sync)
-        return {"loss": loss.detach() * n, "correct": (logits.argmax(1) == y).sum(), "count": n}
+        return step_totals(loss, logits, y)
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         record = test_pass(self.model, self.test_batches, self.trainer.autocast, self.cfg.retrain.eval_batches)
@@ -144,9 +146,6 @@ class RetrainLoop:
             self.best_acc = record["test_acc"]
             self.run.save_checkpoint({"model": self.model.state_dict(), "epoch": epoch, **record}, "best.pt")
         return {"lr": self.lr(epoch), "drop_path": self.drop_prob(epoch), **record, "best_test_acc": self.best_acc}
-
-    def finished(self) -> bool:
-        return False  # a retrain runs all its epochs
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "best_acc": self.best_acc}
@@ -159,30 +158,4 @@ class RetrainLoop:
 
 def run_retrain(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
     """Run (or resume, with `resume=`) a retrain in `out_dir`; returns the finished run."""
-    resume = distributed.from_main(bool(cfg.resume) and (out_dir / "manifest.json").exists())
-    if resume:
-        run = distributed.run_class()(out_dir)  # under torchrun only rank 0 writes
-        if not run.resumable(cfg.resume):
-            return run
-        cfg = run.resume_config(cfg)
-        genotype = G.load(out_dir / "genotype.json")  # the run's own, even if `latest` has moved on
-    else:
-        if OmegaConf.is_missing(cfg, "genotype"):
-            raise NasctlError(
-                f"retrain needs genotype=: a published one ({', '.join(G.ZOO)}), `latest` (the latest search), "
-                "a genotype.json, a search run directory or a literal."
-            )
-        genotype = check_genotype(G.resolve_genotype(cfg.genotype, cfg.run_root))
-        check_params(cfg)
-        run = distributed.run_class().create(out_dir, "retrain", cfg.seed, overrides, cfg)
-        if distributed.is_main():
-            atomic_write(out_dir / "genotype.json", G.dumps(genotype).encode())
-    seed_everything(cfg.seed)
-    with recording(run, "retrain"):
-        trainer = Trainer(cfg.trainer, run)
-        loop = RetrainLoop(cfg, trainer, run, genotype)
-        run.update(status="running", device=str(trainer.device), processes=distributed.world(),
-                   genotype=genotype.to_dict(), params_m=round(count_params(loop.model), 4))
-        trainer.fit(loop, cfg.retrain.epochs, resume=resume, label="retrain")
-    run.finish("completed", best_test_acc=loop.best_acc, final=run.metrics()[-1])
-    return run
+    return run_stage(RetrainLoop, cfg, out_dir, overrides)

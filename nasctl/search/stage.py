@@ -2,13 +2,13 @@
 
 Per iteration (Liu et al. 2019, cnn/train_search.py): architecture step on a validation
 batch first, then a weight step on the training batch. The weight LR follows the closed
-form cosine lr(e) = lr_min + (lr - lr_min)(1 + cos(pi e / E)) / 2 at epoch e.
+form cosine lr(e) = lr_min + (lr - lr_min)(1 + cos(pi e / E)) / 2 at epoch e. The run's
+lifecycle (create or resume, record, fit, finish) is `train.lifecycle.run_stage`'s.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -28,11 +28,8 @@ from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, EarlyStop, Stabilizers
 from nasctl.store import Run, atomic_write
-from nasctl.train import Trainer, recording, seed_everything
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+from nasctl.train import Trainer
+from nasctl.train.lifecycle import StageLoop, cosine_lr, eval_pass, run_stage, step_totals
 
 
 def check_params(cfg: DictConfig) -> None:
@@ -45,12 +42,19 @@ def check_params(cfg: DictConfig) -> None:
                           f"got {cfg.diagnostics.hessian_method!r}.")
 
 
-class SearchLoop:
+class SearchLoop(StageLoop):
     """One search run's state and its step, driven by the shared Trainer."""
 
-    def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run) -> None:
+    stage = "search"
+
+    @classmethod
+    def prepare(cls, cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         check_params(cfg)
-        self.cfg, self.trainer, self.run, s = cfg, trainer, run, cfg.search
+        return {}
+
+    def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run) -> None:
+        super().__init__(cfg, trainer, run)
+        s = self.hp
         self.space, self.space_cfg = space_config(cfg.space)
         self.bench = table_for(self.space.genotype, cfg.benchmark)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
@@ -82,19 +86,18 @@ class SearchLoop:
         self.epoch_scalars: dict[str, float] = {}
         self.stopped: EarlyStop | None = None  # set when a stabilizer ends the search early (DARTS-ES)
 
-    # -- the Loop protocol ------------------------------------------------------------------
-    def steps_per_epoch(self) -> int:
-        cap = self.cfg.search.steps_per_epoch
-        return min(len(self.train_batches), cap) if cap else len(self.train_batches)
+    def result(self) -> dict[str, Any]:
+        stop = {} if self.stopped is None else {"reason": self.stopped.reason, "early_stop": self.stopped.details}
+        return {"genotype": G.load(self.run.path / "genotype.json").to_dict(), **stop}
 
+    # -- the Loop protocol ------------------------------------------------------------------
     def lr(self, epoch: int) -> float:
         s = self.cfg.search
         return cosine_lr(epoch, s.epochs, s.w_lr, s.w_lr_min)
 
     def batches(self, epoch: int, start_step: int) -> Iterator[tuple]:
         self.epoch_scalars = self.hooks.on_epoch_start(self.model, epoch, self.cfg.search.epochs)
-        for group in self.w_opt.param_groups:
-            group["lr"] = self.lr(epoch)
+        self.set_lr(self.w_opt, epoch)
         s = self.cfg.search
         self.model.set_drop_path(s.drop_path * epoch / max(s.epochs - 1, 1))  # RobustDARTS ramp
         val = cycle_batches(self.val_batches, epoch, start_step)
@@ -117,20 +120,12 @@ class SearchLoop:
             loss.backward(inputs=self.weights)
         torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.search.grad_clip)
         self.w_opt.step()
-        n = torch.full((), y_tr.numel(), device=y_tr.device)  # not torch.tensor(): a host-to-device copy syncs
-        return {"loss": loss.detach() * n, "correct": (logits.argmax(1) == y_tr).sum(), "count": n}
+        return step_totals(loss, logits, y_tr)
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        loss = correct = count = 0
-        for x, y in islice(self.eval_batches.epoch(0), self.cfg.search.eval_batches):
-            with self.trainer.autocast():
-                logits = self.model(x).float()
-            loss += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-            count += y.numel()
-        return {"val_loss": float(loss) / count, "val_acc": 100.0 * float(correct) / count}
+        out = eval_pass(self.model, self.eval_batches, self.trainer.autocast, self.cfg.search.eval_batches)
+        return {"val_loss": out["loss"], "val_acc": out["acc"]}
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         alphas = {k: a.detach() for k, a in self.model.alphas.items()}
@@ -193,20 +188,4 @@ def cycle_batches(batches: DeviceBatches, epoch: int, start_step: int) -> Iterat
 
 def run_search(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Run:
     """Run (or resume, with `resume=`) a search in `out_dir`; returns the finished run."""
-    resume = bool(cfg.resume) and (out_dir / "manifest.json").exists()
-    if resume:
-        run = Run(out_dir)
-        if not run.resumable(cfg.resume):
-            return run
-        cfg = run.resume_config(cfg)
-    else:
-        run = Run.create(out_dir, "search", cfg.seed, overrides, cfg)
-    seed_everything(cfg.seed)
-    with recording(run, "search"):
-        trainer = Trainer(cfg.trainer, run)
-        run.update(status="running", device=str(trainer.device))
-        loop = SearchLoop(cfg, trainer, run)
-        trainer.fit(loop, cfg.search.epochs, resume=resume, label="search")
-    stop = {} if loop.stopped is None else {"reason": loop.stopped.reason, "early_stop": loop.stopped.details}
-    run.finish("completed", genotype=G.load(out_dir / "genotype.json").to_dict(), **stop)
-    return run
+    return run_stage(SearchLoop, cfg, out_dir, overrides)

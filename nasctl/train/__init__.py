@@ -1,4 +1,4 @@
-"""The one trainer shared by search, retrain and evaluate."""
+"""The trainer and the stage lifecycle that search and retrain share (evaluate borrows only the device helpers)."""
 
 from nasctl.train.trainer import Interrupted, Loop, Trainer, pick_device, recording, seed_everything
 
