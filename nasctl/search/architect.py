@@ -44,14 +44,19 @@ class Architect:
             logits = self.model(x) if params is None else functional_call(self.model, params, (x,))
         return F.cross_entropy(logits.float(), y)
 
+    def fp32_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`loss` in plain fp32, for what takes second derivatives (arch_grad hooks, the Hessian diagnostic)."""
+        return self.loss(x, y, fp32=True)
+
     def step(self, b: Batches, xi: float) -> None:
         alphas = self.model.arch_parameters()
         grads = self.first_order(b) if self.order == "first" else self.second_order(b, xi)
         reg = self.hooks.arch_loss(self.model)
         if reg is not None:
             grads = [g + r for g, r in zip(grads, torch.autograd.grad(reg, alphas, materialize_grads=True))]
-        with torch.compiler.set_stance("force_eager"):  # hooks may take double gradients; compiled graphs cannot
-            grads = self.hooks.arch_grad(self.model, grads, b, self.loss)
+        # hooks may take double gradients: eager (compiled graphs cannot) and plain fp32, forward and backward
+        with torch.compiler.set_stance("force_eager"), full_fp32():
+            grads = self.hooks.arch_grad(self.model, grads, b, self.fp32_loss)
         for a, g in zip(alphas, grads):
             a.grad = g
         self.opt.step()
@@ -97,9 +102,10 @@ class Architect:
             return torch.autograd.grad(self.loss(b.x_train, b.y_train, fp32=True), alphas, materialize_grads=True)
 
         device = saved[0].device
-        with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
-            plus = grad_at(1.0)  # the RNG state is put back on exit: the minus pass replays the same draws
-        minus = grad_at(-1.0)
+        with full_fp32():  # the backward passes too (no TF32)
+            with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
+                plus = grad_at(1.0)  # the RNG state is put back on exit: the minus pass replays the same draws
+            minus = grad_at(-1.0)
         with torch.no_grad():
             for w, w0 in zip(weights, saved):
                 w.copy_(w0)

@@ -6,7 +6,8 @@ validation batch, model in train mode (BN batch statistics). `exact` builds the 
 row with double backprop and takes the largest eigenvalue of its symmetrised form with `eigvalsh`
 (RD: numpy `eigvals`, which can turn complex on a numerically asymmetric matrix). `power` runs power
 iteration on Hessian-vector products instead, for spaces too large for the full matrix. Computing
-it leaves no trace on the search: BN running statistics and the RNG state are restored.
+it leaves no trace on the search: BN running statistics and the RNG state are restored. The search
+calls it in plain fp32 (`full_fp32()` and the architect's `fp32_loss`), whatever `trainer.precision`.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from nasctl.stabilizers import Batches, EarlyStop, Stabilizers
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer
 from nasctl.train.lifecycle import StageLoop, cosine_lr, eval_pass, run_stage, step_totals
+from nasctl.train.trainer import full_fp32
 
 
 def check_params(cfg: DictConfig) -> None:
@@ -147,9 +148,10 @@ class SearchLoop(StageLoop):
         logged = d.hessian_every and (epoch % d.hessian_every == 0 or epoch == epochs - 1)
         if logged or self.hooks.needs_hessian(epoch, epochs):
             x, y = next(self.val_batches.epoch(epoch))  # one (augmented) search-val batch, as RD
-            with torch.compiler.set_stance("force_eager"):  # double gradients: compiled graphs cannot
+            # double gradients: eager (compiled graphs cannot) and plain fp32 whatever trainer.precision says
+            with torch.compiler.set_stance("force_eager"), full_fp32():
                 record["hessian_eig"] = hessian.dominant_eigenvalue(
-                    self.model, self.loss, x, y, self.cfg.search.arch_weight_decay, d.hessian_method)
+                    self.model, self.architect.fp32_loss, x, y, self.cfg.search.arch_weight_decay, d.hessian_method)
         self.stopped = self.hooks.on_epoch_end(epoch, epochs, record, genotype)
         if self.stopped is not None:
             atomic_write(self.run.path / "genotype.json", G.dumps(self.stopped.genotype).encode())

@@ -70,7 +70,10 @@ class Stabilizer:
     def arch_grad(
         self, model: Supernet, grads: list[torch.Tensor], batches: Batches, loss_fn: LossFn
     ) -> list[torch.Tensor]:
-        """Change the architecture gradient (one tensor per `model.arch_parameters()`, as search.order computed it)."""
+        """Change the architecture gradient (one tensor per `model.arch_parameters()`, as search.order computed it).
+
+        Runs eagerly in plain fp32 (no autocast, no TF32), `loss_fn` included, so it may take second derivatives.
+        """
         return grads
 
     def needs_hessian(self, epoch: int, epochs: int) -> bool:
