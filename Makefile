@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 NB201   ?= $(or $(NASCTL_NB201),$(wildcard ../shared/benchmarks/nb201/nats_tss_test_acc_200ep.csv))
 
-.PHONY: help install data quickstart study test lint bench clean
+.PHONY: help install data quickstart study test lint bench gpu-wheels gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,22 @@ test: install  ## the test suite (CPU; GPU tests skip without CUDA)
 
 bench: install  ## steps/s and img/s of each trainer speed switch vs eager fp32 -> bench.json (bench=gpu: make bench ARGS=bench=gpu)
 	$(BIN)/nasctl bench $(ARGS)
+
+# What a typical offline GPU image lacks (it has torch, torchvision, typer, rich, numpy, scipy, matplotlib,
+# tensorboard, pyyaml, joblib, cloudpickle, pytest): nasctl's Hydra stack, as wheels for its Python.
+WHEELS     := .gpu-wheels
+PIP        ?= $(if $(wildcard $(BIN)/pip),$(BIN)/pip,$(PY) -m pip)
+GPU_PYTHON ?= $(or $(wildcard $(BIN)/python),python3)   # a GPU image's python3 holds its torch
+GPU_PKGS   := hydra-core omegaconf hydra-joblib-launcher hydra-submitit-launcher submitit
+GPU_TARGET := --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 --only-binary=:all:
+
+gpu-wheels:  ## download the wheels `make gpu-check` installs offline (Python 3.12, manylinux x86-64) into .gpu-wheels/
+	$(PIP) download -q --no-deps $(GPU_TARGET) -c constraints.txt -d $(WHEELS) $(GPU_PKGS)
+	$(PIP) wheel -q --no-deps --no-binary=antlr4-python3-runtime -c constraints.txt -w $(WHEELS) antlr4-python3-runtime
+	@ls $(WHEELS)
+
+gpu-check:  ## on a CUDA machine (offline is fine; carry .gpu-wheels/): tests/gpu, bench=gpu, one search per method -> gpu-check/<time>/ (GPU_CHECK=cpu: tiny, on CPU)
+	$(GPU_PYTHON) -m nasctl.gpucheck
 
 lint: install  ## ruff
 	$(BIN)/ruff check nasctl tests

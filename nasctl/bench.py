@@ -103,7 +103,7 @@ def device_name(device: torch.device) -> str:
 
 def compose_case(cfg: DictConfig, stage: str, overrides: list[str]) -> DictConfig:
     """The config `nasctl <stage>` would run with the bench's, the case's and the variant's overrides."""
-    args = [*cfg[stage], *overrides, *([f"dataset={cfg.dataset}"] if cfg.dataset else []), f"trainer.device={cfg.device}"]
+    args = [*cfg[stage], *overrides, *([f"dataset={cfg.dataset.name}"] if cfg.dataset else []), f"trainer.device={cfg.device}"]
     try:
         return compose(config_name=stage, overrides=args)
     except (HydraException, OmegaConfBaseException) as exc:

@@ -211,7 +211,7 @@ class BenchConfig:
     threads: Optional[int] = None  # torch.set_num_threads for CPU timing; null = torch's default
     search: list[str] = MISSING  # overrides of `nasctl search` shared by the search cases
     retrain: list[str] = MISSING  # overrides of `nasctl retrain` shared by the retrain cases
-    dataset: Optional[str] = None  # dataset=<name> for every case (e.g. synthetic); null = the cases' own
+    dataset: Any = None  # the `dataset=` group chosen for every case (e.g. synthetic); null = the cases' own
     cases: dict[str, BenchCase] = field(default_factory=dict)
     baseline: list[str] = MISSING  # trainer overrides of the eager fp32 baseline, under every variant
     variants: dict[str, list[str]] = field(default_factory=dict)  # name: trainer overrides; ratios vs `eager`
