@@ -1,7 +1,9 @@
 """Structured-config schemas: a typo in a key or a wrong type fails before any work starts.
 
-Defaults live in `conf/`; these dataclasses only fix the shape and the types. Groups whose
-shape depends on the option chosen (space, stabilizer) are validated by their own module.
+Defaults live in `conf/`; these dataclasses only fix the shape and the types, so every value
+is MISSING here except the keys in OPTION_KEYS, which only some options of a group set (None =
+unused). tests/unit/test_config.py holds both rules. Groups whose shape depends on the option
+chosen (space, stabilizer) are validated by their own module.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from nasctl.errors import NasctlError
 class DatasetConfig:
     name: str = MISSING
     root: str = MISSING  # directory holding the dataset's files in their usual on-disk format
-    download: bool = False  # fetch with torchvision when missing (needs internet)
+    download: bool = MISSING  # fetch with torchvision when missing (needs internet)
     num_classes: int = MISSING
     channels: int = MISSING
     size: int = MISSING  # side of the (square) training images
     mean: list[float] = MISSING
     std: list[float] = MISSING
-    subset: Optional[int] = None  # keep only the first N training images (quick runs)
-    test_subset: Optional[int] = None  # keep only the first N test images
+    subset: Optional[int] = MISSING  # keep only the first N training images (quick runs)
+    test_subset: Optional[int] = MISSING  # keep only the first N test images
     # dataset=synthetic only: the dataset it takes its shape from, its split sizes, the seed it is drawn from
     shape_of: Optional[str] = None
     train_images: Optional[int] = None
@@ -38,9 +40,9 @@ class DatasetConfig:
 
 @dataclass
 class AugmentConfig:
-    crop_padding: int = 4  # random crop with this zero padding; 0 = off
-    flip: bool = True  # random horizontal flip
-    cutout: int = 0  # cutout square side; 0 = off
+    crop_padding: int = MISSING  # random crop with this zero padding; 0 = off
+    flip: bool = MISSING  # random horizontal flip
+    cutout: int = MISSING  # cutout square side; 0 = off
 
 
 @dataclass
@@ -57,7 +59,7 @@ class SpeedSwitches:
 
 @dataclass
 class TrainerConfig:
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = MISSING  # auto | cpu | cuda
     # Speed switches (docs/performance.md); `auto` = the value in `auto.<device type>`.
     precision: str = MISSING  # fp32 | bf16 (autocast) | auto
     tf32: Union[bool, str] = MISSING  # TF32 in CUDA matmuls and convolutions (fp32 inputs rounded to 10 bits)
@@ -66,10 +68,10 @@ class TrainerConfig:
     cuda_graphs: Union[bool, str] = MISSING  # compile with mode=reduce-overhead (CUDA graphs); needs compile
     fused_optimizer: Union[bool, str] = MISSING  # fused SGD/Adam kernels
     auto: dict[str, SpeedSwitches] = field(default_factory=dict)  # per device type: cpu, cuda
-    log_every: int = 50  # steps between host syncs for the progress bar
-    progress: bool = True
-    checkpoint_every_steps: int = 0  # 0 = once per epoch
-    tensorboard: bool = False
+    log_every: int = MISSING  # steps between host syncs for the progress bar
+    progress: bool = MISSING
+    checkpoint_every_steps: int = MISSING  # 0 = once per epoch
+    tensorboard: bool = MISSING  # event files in the run directory
 
 
 @dataclass
@@ -79,8 +81,8 @@ class EpochParams:
     epochs: int = MISSING
     batch_size: int = MISSING
     grad_clip: float = MISSING
-    steps_per_epoch: Optional[int] = None  # cap the steps of an epoch (quick runs)
-    eval_batches: Optional[int] = None  # cap the batches of the per-epoch evaluation
+    steps_per_epoch: Optional[int] = MISSING  # cap the steps of an epoch (quick runs); null = all
+    eval_batches: Optional[int] = MISSING  # cap the batches of the per-epoch evaluation
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -92,7 +94,7 @@ class SearchParams(EpochParams):
     w_lr_min: float = MISSING
     w_momentum: float = MISSING
     w_weight_decay: float = MISSING
-    w_nesterov: bool = False
+    w_nesterov: bool = MISSING
     arch_lr: float = MISSING
     arch_betas: list[float] = MISSING
     arch_weight_decay: float = MISSING
@@ -101,13 +103,13 @@ class SearchParams(EpochParams):
 
 @dataclass
 class DiagnosticsConfig:
-    hessian_every: int = 0  # epochs between dominant-eigenvalue computations; 0 = off
-    hessian_method: str = "exact"  # exact | power
+    hessian_every: int = MISSING  # epochs between dominant-eigenvalue computations; 0 = off
+    hessian_method: str = MISSING  # exact | power
 
 
 @dataclass
 class BenchmarkConfig:
-    nb201: Optional[str] = None  # path of the NAS-Bench-201 accuracy table (CSV or .pickle)
+    nb201: Optional[str] = MISSING  # path of the NAS-Bench-201 accuracy table (CSV or .pickle)
 
 
 @dataclass
@@ -116,7 +118,7 @@ class RunConfig:
 
     seed: int = MISSING
     run_root: str = MISSING
-    resume: Any = False  # false | true (latest interrupted run) | a run directory
+    resume: Any = MISSING  # false | true (latest interrupted run) | a run directory
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -128,14 +130,13 @@ class SearchConfig(RunConfig):
     search: SearchParams = field(default_factory=SearchParams)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    retrain: Any = None  # retrain's section of a shared experiment preset (unused by search)
 
 
 @dataclass
 class DeriveConfig:
     run: str = MISSING  # latest | a search run directory
     run_root: str = MISSING
-    epoch: Optional[int] = None  # derive from this epoch's alphas instead of the last
+    epoch: Optional[int] = MISSING  # derive from this epoch's alphas instead of the last
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
@@ -165,7 +166,6 @@ class RetrainParams(EpochParams):
 class RetrainConfig(RunConfig):
     genotype: str = MISSING  # zoo name | latest | genotype file | search run directory | literal
     retrain: RetrainParams = field(default_factory=RetrainParams)
-    search: Any = None  # search's section of a shared experiment preset (unused by retrain)
 
 
 @dataclass
@@ -176,10 +176,10 @@ class LatencyConfig:
 
 @dataclass
 class EvaluateConfig:
-    run: Optional[str] = None  # latest | a retrain run directory; null = score `genotype` untrained
+    run: Optional[str] = MISSING  # latest | a retrain run directory; null = score `genotype` untrained
     run_root: str = MISSING
     checkpoint: str = MISSING  # best | last | a checkpoint file
-    genotype: Optional[str] = None  # as retrain's genotype=, used without a run
+    genotype: Optional[str] = MISSING  # as retrain's genotype=, used without a run
     space: Any = None  # the space `genotype` belongs to (space=nb201: look it up in the benchmark)
     output: str = MISSING  # table | json
     batch_size: int = MISSING  # batch of the test pass and of the batch-N latency
@@ -194,32 +194,37 @@ class EvaluateConfig:
 class ReportConfig:
     dir: str = MISSING  # latest | a sweep directory | a search run directory
     run_root: str = MISSING
-    out: Optional[str] = None  # where the table and plots go; null = <dir>/report
-    plots: bool = True
+    out: Optional[str] = MISSING  # where the table and plots go; null = <dir>/report
+    plots: bool = MISSING
     curves: list[str] = MISSING  # metrics.jsonl keys plotted over epochs, one line per method
 
 
 @dataclass
 class BenchCase:
     stage: str = MISSING  # search | retrain: whose step is timed
-    overrides: list[str] = field(default_factory=list)  # on top of the stage's shared overrides
+    overrides: list[str] = MISSING  # on top of the stage's shared overrides
 
 
 @dataclass
 class BenchConfig:
     device: str = MISSING  # auto | cpu | cuda
-    threads: Optional[int] = None  # torch.set_num_threads for CPU timing; null = torch's default
+    threads: Optional[int] = MISSING  # torch.set_num_threads for CPU timing; null = torch's default
     search: list[str] = MISSING  # overrides of `nasctl search` shared by the search cases
     retrain: list[str] = MISSING  # overrides of `nasctl retrain` shared by the retrain cases
     dataset: Any = None  # the `dataset=` group chosen for every case (e.g. synthetic); null = the cases' own
     cases: dict[str, BenchCase] = field(default_factory=dict)
     baseline: list[str] = MISSING  # trainer overrides of the eager fp32 baseline, under every variant
     variants: dict[str, list[str]] = field(default_factory=dict)  # name: trainer overrides; ratios vs `eager`
-    skip: list[str] = field(default_factory=list)  # case or variant names not to run
+    skip: list[str] = MISSING  # case or variant names not to run
     warmup: int = MISSING  # untimed steps per (case, variant) first; compiling happens here
     steps: int = MISSING  # timed steps per round
     rounds: int = MISSING  # rounds over all variants, interleaved; the median round counts
     output: str = MISSING  # JSON file of the results
+
+
+# Keys that only some options of their group set (the rest leave the schema's None = unused).
+OPTION_KEYS = ("DatasetConfig.shape_of", "DatasetConfig.train_images", "DatasetConfig.test_images", "DatasetConfig.seed",
+               "EvaluateConfig.space", "BenchConfig.dataset")
 
 
 def register_schemas() -> None:

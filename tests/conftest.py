@@ -33,6 +33,15 @@ TINY_SEARCH = [
 ]
 
 
+def darts_space(**overrides):
+    """The DARTS space's config as conf/space/darts.yaml sets it (the one place of its defaults), with `overrides`."""
+    from omegaconf import OmegaConf
+
+    from nasctl.spaces.darts import DartsSpaceConfig
+
+    return DartsSpaceConfig(**{**OmegaConf.to_container(OmegaConf.load(REPO / "conf/space/darts.yaml")), **overrides})
+
+
 def require_nb201_table() -> Path:
     """The NAS-Bench-201 table, or skip the test where this checkout has no ../shared next to it."""
     if not NB201_TABLE.is_file():

@@ -8,10 +8,11 @@ Op lists per edge come from the config, so RobustDARTS S1-S4 reuse this module.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from omegaconf import MISSING
 from torch import nn
 
 from nasctl.genotype import CellGenotype, darts_node
@@ -23,14 +24,14 @@ CELL_TYPES = ("normal", "reduce")
 
 @dataclass
 class DartsSpaceConfig:
-    name: str = "darts"
-    ops: list[str] = field(default_factory=list)  # candidate ops, the same on every edge
-    edge_ops: Optional[dict[str, list[list[str]]]] = None  # per cell type and edge (RobustDARTS S1)
-    C: int = 16  # initial channels
-    layers: int = 8  # cells
-    steps: int = 4  # intermediate nodes per cell
-    multiplier: int = 4  # nodes concatenated into the cell output
-    stem_multiplier: int = 3
+    name: str = MISSING
+    ops: list[str] = MISSING  # candidate ops, the same on every edge
+    edge_ops: Optional[dict[str, list[list[str]]]] = MISSING  # per cell type and edge (RobustDARTS S1); null = ops
+    C: int = MISSING  # initial channels
+    layers: int = MISSING  # cells
+    steps: int = MISSING  # intermediate nodes per cell
+    multiplier: int = MISSING  # nodes concatenated into the cell output
+    stem_multiplier: int = MISSING
 
 
 def num_edges(steps: int) -> int:

@@ -9,9 +9,10 @@ architecture is the benchmark's arch string, so its accuracy can be looked up in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+from omegaconf import MISSING
 from torch import nn
 
 from nasctl.errors import NasctlError
@@ -26,10 +27,10 @@ REDUCTIONS = 2  # stride-2 blocks between the 3 stages
 
 @dataclass
 class Nb201SpaceConfig:
-    name: str = "nb201"
-    ops: list[str] = field(default_factory=list)  # candidate ops on every edge (alpha column order)
-    C: int = 16  # channels of the first stage
-    N: int = 5  # search cells per stage
+    name: str = MISSING
+    ops: list[str] = MISSING  # candidate ops on every edge (alpha column order)
+    C: int = MISSING  # channels of the first stage
+    N: int = MISSING  # search cells per stage
 
 
 class SearchCell(nn.Module):

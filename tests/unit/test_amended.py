@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 
 import nasctl
 from nasctl.spaces.base import Supernet
-from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
+from nasctl.spaces.darts import DartsSupernet
 from nasctl.stabilizers import Batches, Stabilizers
+from tests.conftest import darts_space
 from tests.unit.test_architect import smooth
 
 K = 5
@@ -106,7 +107,7 @@ def test_on_a_supernet_the_identity_term_is_the_mixed_second_derivative_along_gr
     try:
         torch.manual_seed(0)
         ops = ["none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"]
-        cfg = DartsSpaceConfig(ops=ops, C=2, layers=3, steps=2, multiplier=2)
+        cfg = darts_space(ops=ops, C=2, layers=3, steps=2, multiplier=2)
         model = DartsSupernet(cfg, num_classes=3, in_channels=1)
         smooth(model)
         x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))

@@ -13,8 +13,9 @@ from torch.func import functional_call
 import nasctl
 from nasctl.search import architect
 from nasctl.search.architect import Architect
-from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
+from nasctl.spaces.darts import DartsSupernet
 from nasctl.stabilizers import Batches, Stabilizers
+from tests.conftest import darts_space
 
 XI, MU, WD = 0.05, 0.9, 3e-4
 
@@ -33,7 +34,7 @@ def setup():
     torch.manual_seed(0)
     prev = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    cfg = DartsSpaceConfig(ops=["none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"], C=2, layers=3, steps=2, multiplier=2)
+    cfg = darts_space(ops=["none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3"], C=2, layers=3, steps=2, multiplier=2)
     model = DartsSupernet(cfg, num_classes=3, in_channels=1)
     smooth(model)
     w_opt = torch.optim.SGD(model.weight_parameters(), lr=XI, momentum=MU, weight_decay=WD)
@@ -105,7 +106,7 @@ def test_step_moves_alphas_only(setup, order):
 def random_setup(noisy: bool):
     """The smooth toy with search drop-path, S4's `noise` op and (optionally) NoisyDARTS on the skips."""
     ops = ["noise", "skip_connect", "sep_conv_3x3"]
-    model = DartsSupernet(DartsSpaceConfig(ops=ops, C=2, layers=3, steps=2, multiplier=2), num_classes=3, in_channels=1)
+    model = DartsSupernet(darts_space(ops=ops, C=2, layers=3, steps=2, multiplier=2), num_classes=3, in_channels=1)
     smooth(model)
     model.set_drop_path(0.3)
     if noisy:

@@ -9,7 +9,8 @@ from torch.func import functional_call
 
 from nasctl.search.hessian import dominant_eigenvalue
 from nasctl.spaces.base import Supernet
-from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
+from nasctl.spaces.darts import DartsSupernet
+from tests.conftest import darts_space
 
 WD = 1e-3
 
@@ -27,7 +28,7 @@ OPS = ("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3")
 
 def small_net(ops: tuple[str, ...] = OPS) -> tuple[DartsSupernet, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
-    cfg = DartsSpaceConfig(ops=list(ops), C=2, layers=3, steps=2, multiplier=2)
+    cfg = darts_space(ops=list(ops), C=2, layers=3, steps=2, multiplier=2)
     model = DartsSupernet(cfg, num_classes=3, in_channels=1)
     with torch.no_grad():
         for a in model.arch_parameters():

@@ -185,7 +185,7 @@ def test_table_for_only_nb201_with_a_configured_path(table):
     with_path = OmegaConf.structured(BenchmarkConfig(nb201=str(NB201_TABLE)))
     assert table_for(G.ArchString, with_path) is table
     assert table_for(G.CellGenotype, with_path) is None
-    assert table_for(G.ArchString, OmegaConf.structured(BenchmarkConfig())) is None
+    assert table_for(G.ArchString, OmegaConf.structured(BenchmarkConfig(nb201=None))) is None
 
 
 def test_unknown_arch_names_the_table(table):

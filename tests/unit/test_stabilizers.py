@@ -17,12 +17,12 @@ from nasctl.errors import NasctlError
 from nasctl.search.stage import run_search
 from nasctl.spaces import space_config
 from nasctl.spaces.base import MixedOp, Supernet
-from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
+from nasctl.spaces.darts import DartsSupernet
 from nasctl.spaces.ops import FactorizedReduce
 from nasctl.stabilizers import STABILIZERS, Batches, Stabilizers
 from nasctl.stabilizers.darts_minus import beta_at
 from nasctl.stabilizers.sdarts import project
-from tests.conftest import TINY_SEARCH
+from tests.conftest import TINY_SEARCH, darts_space
 from tests.conftest import nasctl as nasctl_cli
 
 CONF = nasctl.conf_dir()
@@ -45,7 +45,7 @@ def attached(name: str, model: Supernet, **overrides) -> Stabilizers:
 def supernet(ops: list[str] = DARTS_OPS) -> DartsSupernet:
     """Three cells: cell 0 normal, cells 1-2 reduction (stride-2 edges from the cell inputs)."""
     torch.manual_seed(0)
-    return DartsSupernet(DartsSpaceConfig(ops=list(ops), C=4, layers=3), num_classes=10, in_channels=1)
+    return DartsSupernet(darts_space(ops=list(ops), C=4, layers=3), num_classes=10, in_channels=1)
 
 
 def batches(n: int = 8) -> Batches:
