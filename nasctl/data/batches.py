@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from nasctl.data.augment import augment, normalize
 from nasctl.data.base import ImageSplit
 
-# Independent seed streams, so that e.g. the permutation of epoch 1 never reuses step 1's draws.
-PERMUTATION, AUGMENT, SAMPLE, WORKERS = range(4)
+# Independent seed streams, so that e.g. the permutation of epoch 1 never reuses step 1's draws;
+# VALIDATION_HALF seeds the search's validation half apart from its training half.
+PERMUTATION, AUGMENT, SAMPLE, WORKERS, VALIDATION_HALF = range(5)
 
 
 def derive_seed(*parts: int) -> int:

@@ -1,7 +1,7 @@
 """The architecture step of DARTS: first-order or unrolled second-order hypergradient, then Adam.
 
 Second order follows `quark0/darts` cnn/architect.py: unroll one SGD step
-w' = w - xi (mu m + grad_w L_tr + lambda w), take grad_alpha L_val(w', alpha) and subtract
+w' = w - xi (mu m + grad_w L_tr + lambda w) (with Nesterov momentum: the Nesterov step), take grad_alpha L_val(w', alpha) and subtract
 xi * grad^2_{alpha,w} L_tr(w, alpha) grad_w' L_val(w', alpha), the mixed term by a central
 finite difference with r = FD_RADIUS / ||grad_w' L_val||. Its two passes replay one RNG state, so
 drop-path masks and noise are the same at w + r v and w - r v (DARTS's own code draws them anew).
@@ -68,21 +68,35 @@ class Architect:
         model, alphas = self.model, self.model.arch_parameters()
         names = [n for n, p in model.named_parameters() if not n.startswith("alphas.")]
         weights = [model.get_parameter(n) for n in names]
-        group = self.w_opt.param_groups[0]
-        mu, wd = group["momentum"], group["weight_decay"]
-
         g_train = torch.autograd.grad(self.loss(b.x_train, b.y_train), weights, materialize_grads=True)
-        with torch.no_grad():
-            unrolled = []
-            for w, g in zip(weights, g_train):
-                buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
-                m = buf * mu if buf is not None else torch.zeros_like(w)
-                unrolled.append((w - xi * (m + g + wd * w)).requires_grad_())
+        unrolled, scale = self.unroll(weights, g_train, xi)
+        unrolled = [w.requires_grad_() for w in unrolled]
         params = {**dict(zip(names, unrolled)), **{f"alphas.{k}": a for k, a in model.alphas.items()}}
         params.update({n: b_.clone() for n, b_ in model.named_buffers()})  # keep the real BN stats untouched
         grads = torch.autograd.grad(self.loss(b.x_val, b.y_val, params), alphas + unrolled, materialize_grads=True)
         d_alpha, v = grads[: len(alphas)], grads[len(alphas) :]
-        return [d - xi * h for d, h in zip(d_alpha, self._mixed_hvp(b, weights, v))]
+        return [d - scale * h for d, h in zip(d_alpha, self._mixed_hvp(b, weights, v))]
+
+    def unroll(
+        self, weights: list[torch.Tensor], grads: tuple[torch.Tensor, ...], xi: float
+    ) -> tuple[list[torch.Tensor], float]:
+        """One step of the weight SGD at lr `xi` from `weights` with `grads`, leaving its state alone, and
+        the scale s of dw'/dg = -s I (what multiplies the mixed second derivative of the hypergradient).
+
+        d = g + wd w and buf = mu m + d (m = 0 before the first step, DARTS's unroll); then
+        w' = w - xi buf (s = xi), or with Nesterov w' = w - xi (d + mu buf) (s = xi (1 + mu)), the step
+        torch's SGD takes.
+        """
+        group = self.w_opt.param_groups[0]
+        mu, wd, nesterov = group["momentum"], group["weight_decay"], group["nesterov"]
+        out = []
+        with torch.no_grad():
+            for w, g in zip(weights, grads):
+                d = g + wd * w
+                m = self.w_opt.state.get(w, {}).get("momentum_buffer")
+                buf = d if m is None else mu * m + d
+                out.append(w - xi * (d + mu * buf if nesterov else buf))
+        return out, (xi * (1 + mu) if nesterov else xi)
 
     def _mixed_hvp(self, b: Batches, weights: list[torch.Tensor], v: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """grad^2_{alpha,w} L_tr(w, alpha) v by central differences at w +- r v.

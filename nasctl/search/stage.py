@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from nasctl import genotype as G
 from nasctl.benchmarks import table_for
 from nasctl.data import DeviceBatches, load_split
+from nasctl.data.batches import VALIDATION_HALF, derive_seed
 from nasctl.errors import NasctlError
 from nasctl.search import diagnostics, hessian
 from nasctl.search.architect import Architect
@@ -68,7 +69,9 @@ class SearchLoop(StageLoop):
         dev, d = trainer.device, cfg.dataset
         common = dict(mean=d.mean, std=d.std, seed=cfg.seed)
         self.train_batches = DeviceBatches(train, dev, s.batch_size, augment=s.augment, shuffle=True, drop_last=True, **common)
-        self.val_batches = DeviceBatches(val, dev, s.batch_size, augment=s.augment, shuffle=True, drop_last=True, **common)
+        # the validation half's order and crops come from a seed stream of its own, not paired with the training half's
+        self.val_batches = DeviceBatches(val, dev, s.batch_size, augment=s.augment, shuffle=True, drop_last=True,
+                                         **{**common, "seed": derive_seed(cfg.seed, VALIDATION_HALF)})
         self.eval_batches = DeviceBatches(val, dev, s.batch_size, augment=None, shuffle=False, drop_last=False, **common)
 
         model = self.space.build(self.space_cfg, d.num_classes, d.channels)

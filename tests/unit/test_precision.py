@@ -11,10 +11,11 @@ import nasctl
 import nasctl.entry  # noqa: F401  (registers the schemas and resolvers of conf/search.yaml)
 from nasctl.search.architect import Architect
 from nasctl.search.stage import SearchLoop
-from nasctl.spaces.darts import DartsSpaceConfig, DartsSupernet
+from nasctl.spaces.darts import DartsSupernet
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer, seed_everything
+from tests.conftest import darts_space
 from tests.unit.test_architect import smooth
 
 CONF = nasctl.conf_dir()
@@ -32,7 +33,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_the_amended_term_under_bf16_autocast_equals_fp32():
     torch.manual_seed(0)
-    model = DartsSupernet(DartsSpaceConfig(ops=["none", "skip_connect", "sep_conv_3x3"], C=4, layers=3), 10, 1)
+    model = DartsSupernet(darts_space(ops=["none", "skip_connect", "sep_conv_3x3"], C=4, layers=3), 10, 1)
     smooth(model)
     g = torch.Generator().manual_seed(1)
     b = Batches(torch.randn(16, 1, 12, 12, generator=g), torch.randint(0, 10, (16,), generator=g),
