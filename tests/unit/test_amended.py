@@ -51,7 +51,10 @@ def problem(seed: int, eigenvalues: list[float], d_zero: bool = False) -> Quadra
     g = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(K, K, generator=g, dtype=torch.float64))
     A = Q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ Q.T
-    B, _ = torch.linalg.qr(torch.randn(K, K, generator=g, dtype=torch.float64))  # orthogonal coupling
+    # a coupling that is not orthogonal (nor symmetric): singular values 0.5..2.5 between two random rotations
+    U, _ = torch.linalg.qr(torch.randn(K, K, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(K, K, generator=g, dtype=torch.float64))
+    B = U @ torch.diag(torch.tensor([0.5, 0.8, 1.0, 1.6, 2.5], dtype=torch.float64)) @ V.T
     c = torch.randn(K, generator=g, dtype=torch.float64)
     d = torch.zeros(K, dtype=torch.float64) if d_zero else torch.randn(K, generator=g, dtype=torch.float64)
     torch.manual_seed(seed)
@@ -83,16 +86,20 @@ def test_cg_with_k_steps_matches_the_exact_ift_hypergradient(seed):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_hessian_and_identity_amendments_point_into_the_exact_half_space(seed):
+def test_hessian_and_identity_amendments_are_exact_and_keep_the_weight_space_half_space(seed):
     model = problem(seed, SPECTRUM, d_zero=True)  # only the implicit term: exact = B'A^-1 v
-    exact = model.exact_hypergradient()
-    for inverse in ("hessian", "identity"):
+    assert not torch.allclose(model.B @ model.B.T, torch.eye(K, dtype=torch.float64), atol=0.1)
+    v = model.w.detach() - model.c  # grad_w L_val
+    for inverse, M in (("hessian", model.A), ("identity", torch.eye(K, dtype=torch.float64))):
         got = amended(model, TOY, model.loss, eta=0.01, inverse=inverse)
-        assert float(got @ exact) > 0
-    # with M = H the term is eta B'A v exactly
-    v = model.w.detach() - model.c
-    got = amended(model, TOY, model.loss, eta=0.01, inverse="hessian")
-    assert torch.allclose(got, 0.01 * model.B.T @ model.A @ v, atol=1e-12)
+        assert torch.allclose(got, 0.01 * model.B.T @ M @ v, atol=1e-12)  # eta B' M v: no transpose slipped
+        # the paper's guarantee is in weight space: u = M v (recovered through B') has u . H^-1 v > 0,
+        # (Hv).(H^-1 v) = |v|^2 for M = H. Through a non-orthogonal B' it need not hold for alpha.
+        u = torch.linalg.solve(model.B.T, got / 0.01)
+        inner = float(u @ torch.linalg.solve(model.A, v))
+        assert inner > 0
+        if inverse == "hessian":
+            assert inner == pytest.approx(float(v @ v), rel=1e-9)
 
 
 def test_cg_freezes_at_negative_curvature_instead_of_blowing_up():
