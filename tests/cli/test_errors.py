@@ -13,7 +13,7 @@ import pytest
 
 from nasctl.cli import app, quote_pasted, split_top
 from nasctl.genotype import ZOO
-from tests.conftest import TINY_SEARCH, nasctl
+from tests.conftest import NB201_TABLE, TINY_SEARCH, nasctl
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -32,6 +32,7 @@ def cli(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.delenv("NASCTL_DEBUG", raising=False)
+    monkeypatch.setenv("NASCTL_NB201", str(NB201_TABLE))  # as tests.conftest.nasctl does for processes
 
     def run(*args: str) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exit_:
