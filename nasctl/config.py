@@ -137,6 +137,7 @@ class DeriveConfig:
     run: str = MISSING  # latest | a search run directory
     run_root: str = MISSING
     epoch: Optional[int] = MISSING  # derive from this epoch's alphas instead of the last
+    selection: Any = MISSING  # conf/selection/<name>.yaml: argmax (the space's rule) | darts_pt
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from nasctl import genotype as G
 from nasctl.benchmarks import table_for
 from nasctl.errors import NasctlError
+from nasctl.selection import SELECTIONS
 from nasctl.spaces import space_config
 from nasctl.store import Run, atomic_write, resolve_run
 
@@ -55,14 +56,23 @@ def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any
     run = resolve_run(cfg.run, cfg.run_root, "search")
     space, scfg = space_config(run.config.space)
     bench = table_for(space.genotype, cfg.benchmark)
-    alphas, epoch = alphas_at(run, cfg.epoch)
-    genotype = space.derive(alphas, scfg)
-    name = "genotype.json" if cfg.epoch is None else f"genotype_epoch{epoch}.json"
+    if cfg.selection.name == "argmax":
+        kept = (run.manifest.get("early_stop") or {}).get("genotype_epoch")  # DARTS-ES: the epoch it kept
+        alphas, epoch = alphas_at(run, cfg.epoch if cfg.epoch is not None else kept)
+        genotype = space.derive(alphas, scfg)
+        name = "genotype.json" if cfg.epoch is None else f"genotype_epoch{epoch}.json"
+    else:
+        if cfg.epoch is not None:
+            raise NasctlError(f"epoch={cfg.epoch} applies to selection=argmax only: selection={cfg.selection.name} "
+                              "selects from the trained supernet at the end of the search.")
+        rule = SELECTIONS.get(cfg.selection.name)
+        genotype, name, epoch = rule.select(run, space, scfg, cfg.selection, console), rule.output, None
     atomic_write(run.path / name, G.dumps(genotype).encode())
     console.print(genotype_table(genotype))
     console.print(str(genotype), soft_wrap=True, highlight=False, markup=False)
-    console.print(f"saved {run.path / name} (epoch {epoch})")
-    result = {"run": str(run.path), "epoch": epoch, "genotype": genotype.to_dict(), "path": str(run.path / name)}
+    console.print(f"saved {run.path / name} ({f'epoch {epoch}' if epoch is not None else cfg.selection.name})")
+    result = {"run": str(run.path), "epoch": epoch, "selection": cfg.selection.name, "genotype": genotype.to_dict(),
+              "path": str(run.path / name)}
     if bench is not None:
         result["benchmark"] = bench.accuracies(str(genotype))
         console.print(benchmark_table(result["benchmark"]))

@@ -43,6 +43,7 @@ class CellGenotype:
 
     what: ClassVar[str] = "a DARTS-cell genotype"
     benchmark: ClassVar[str | None] = None  # no tabular benchmark: it is scored by retraining
+    inputs_per_node: ClassVar[int | None] = 2  # each node keeps its two strongest inputs, never through `none`
 
     def short(self) -> str:
         """The normal cell's op:input pairs, nodes separated by `;`."""
@@ -97,6 +98,7 @@ class ArchString:
 
     what: ClassVar[str] = "an NB201 arch string"
     benchmark: ClassVar[str | None] = "nb201"  # the `benchmark.<key>` table that scores it
+    inputs_per_node: ClassVar[int | None] = None  # every edge is kept; `none` is an op like the others
 
     def short(self) -> str:
         """The ops per node, nodes separated by `;`."""

@@ -19,6 +19,8 @@ from nasctl.registry import Registry
 from nasctl.spaces.ops import OPS, OpFactory, drop_path
 
 EdgeLabels = dict[str, list[tuple[str, list[str]]]]
+NodeEdges = dict[str, list[list[int]]]  # per cell type, the alpha rows entering each node
+Projection = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # mixing weights -> the weights used
 
 
 class MixedOp(nn.Module):
@@ -66,6 +68,7 @@ class Supernet(nn.Module):
             {k: nn.Parameter(1e-3 * torch.randn(len(e), len(e[0]))) for k, e in self.edge_ops.items()}
         )
         self._mixing_override: dict[str, torch.Tensor] | None = None
+        self._projection: Projection | None = None
         self.drop_prob = 0.0
 
     def set_drop_path(self, prob: float) -> None:
@@ -84,10 +87,12 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def mixing(self) -> dict[str, torch.Tensor]:
-        """The per-edge mixing weights: softmax(alpha), unless overridden (SDARTS)."""
+        """The per-edge mixing weights: softmax(alpha), unless overridden (SDARTS), then projected (DARTS-PT)."""
         if self._mixing_override is not None:
-            return self._mixing_override
-        return {k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()}
+            w = self._mixing_override
+        else:
+            w = {k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()}
+        return w if self._projection is None else self._projection(w)
 
     @contextlib.contextmanager
     def mixing_override(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
@@ -97,6 +102,15 @@ class Supernet(nn.Module):
             yield
         finally:
             self._mixing_override = saved
+
+    @contextlib.contextmanager
+    def mixing_projection(self, project: Projection) -> Iterator[None]:
+        """Inside the block every forward mixes with `project(weights)` (DARTS-PT's decided and masked edges)."""
+        saved, self._projection = self._projection, project
+        try:
+            yield
+        finally:
+            self._projection = saved
 
     def mixed_ops(self) -> Iterator[MixedOp]:
         return (m for m in self.modules() if isinstance(m, MixedOp))
@@ -117,6 +131,7 @@ class Space:
     derive: Callable[[Mapping[str, torch.Tensor], Any], Genotype]  # (alphas, space cfg) -> genotype
     genotype: type  # what `derive` returns: CellGenotype or ArchString, which own short form, graphs, lookup
     edge_labels: Callable[[Any], EdgeLabels]  # (space cfg) -> per cell type, each alpha row's `from→to` and ops
+    node_edges: Callable[[Any], NodeEdges]  # (space cfg) -> per cell type, the alpha rows entering each node
 
 
 SPACES: Registry[Space] = Registry("search space")

@@ -16,7 +16,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from nasctl.genotype import CellGenotype, darts_node
-from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, Space, Supernet, node_sum
+from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, NodeEdges, Space, Supernet, node_sum
 from nasctl.spaces.ops import FactorizedReduce, ReLUConvBN
 
 CELL_TYPES = ("normal", "reduce")
@@ -36,6 +36,13 @@ class DartsSpaceConfig:
 
 def num_edges(steps: int) -> int:
     return sum(2 + i for i in range(steps))
+
+
+def node_edges_of(cfg: DartsSpaceConfig) -> NodeEdges:
+    """The alpha rows entering each intermediate node: node i has the 2 + i rows after node i-1's."""
+    starts = [sum(2 + j for j in range(i)) for i in range(cfg.steps)]
+    rows = [list(range(s, s + 2 + i)) for i, s in enumerate(starts)]
+    return {k: rows for k in CELL_TYPES}
 
 
 def edge_ops_of(cfg: DartsSpaceConfig) -> dict[str, list[list[str]]]:
@@ -135,4 +142,4 @@ def edge_labels(cfg: DartsSpaceConfig) -> EdgeLabels:
 
 
 for _name in ("darts", "darts_nonone", "s1", "s2", "s3", "s4"):
-    SPACES.register(_name)(Space(_name, DartsSpaceConfig, DartsSupernet, derive, CellGenotype, edge_labels))
+    SPACES.register(_name)(Space(_name, DartsSpaceConfig, DartsSupernet, derive, CellGenotype, edge_labels, node_edges_of))

@@ -17,7 +17,7 @@ from torch import nn
 
 from nasctl.errors import NasctlError
 from nasctl.genotype import ArchString
-from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, Space, Supernet, node_sum
+from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, NodeEdges, Space, Supernet, node_sum
 from nasctl.spaces.ops import NB201_OPS, ReLUConvBN
 
 NODES = 4
@@ -111,9 +111,14 @@ def derive(alphas: Mapping[str, torch.Tensor], cfg: Nb201SpaceConfig) -> ArchStr
     return ArchString(arch_string([cfg.ops[o] for o in best]), space=cfg.name)
 
 
+def node_edges_of(cfg: Nb201SpaceConfig) -> NodeEdges:
+    """The alpha rows entering nodes 1..3 (EDGES order)."""
+    return {"cell": [[k for k, (t, _) in enumerate(EDGES) if t == i] for i in range(1, NODES)]}
+
+
 def edge_labels(cfg: Nb201SpaceConfig) -> EdgeLabels:
     """The one cell's alpha rows as edges `from→to`, each with the candidate ops."""
     return {"cell": [(f"{j}→{i}", list(cfg.ops)) for i, j in EDGES]}
 
 
-SPACES.register("nb201")(Space("nb201", Nb201SpaceConfig, Nb201Supernet, derive, ArchString, edge_labels))
+SPACES.register("nb201")(Space("nb201", Nb201SpaceConfig, Nb201Supernet, derive, ArchString, edge_labels, node_edges_of))
