@@ -38,7 +38,7 @@ CHECKPOINT = "darts_pt.pt"  # in the search run's checkpoints/, beside last.pt
 
 @dataclass
 class DartsPTConfig:
-    name: str = "darts_pt"
+    name: str = MISSING
     tune_epochs: int = MISSING  # epochs of fine-tuning between two decisions (PT's --proj_intv); 0 = none
     lr_factor: float = MISSING  # fine-tuning lr = search.w_lr * lr_factor (PT: learning_rate / 10)
     lr_schedule: str = MISSING  # cosine (to search.w_lr_min over the fine-tuning) | constant

@@ -12,6 +12,7 @@ from omegaconf import MISSING, OmegaConf
 from nasctl import conf_dir
 from nasctl import config as C
 from nasctl.config import register_schemas
+from nasctl.selection.darts_pt import DartsPTConfig
 from nasctl.spaces import SPACES
 from nasctl.stabilizers import STABILIZERS
 
@@ -22,6 +23,7 @@ SCHEMAS = {
                                      C.BenchConfig, C.BenchCase, C.SpeedSwitches)},
     **{f"space {n}": SPACES.get(n).schema for n in SPACES.names()},
     **{f"stabilizer {n}": STABILIZERS.get(n).schema for n in STABILIZERS.names()},
+    "selection darts_pt": DartsPTConfig,
 }
 
 
@@ -67,6 +69,7 @@ CASES = [
     *[("search", [f"experiment={e}"]) for e in options("experiment")],
     *[("retrain", [f"recipe={r}"]) for r in options("recipe")],
     ("retrain", ["experiment=quickstart"]),
+    *[("derive", [f"selection={s}"]) for s in options("selection")],
 ]
 
 

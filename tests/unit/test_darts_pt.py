@@ -8,11 +8,13 @@ import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+import nasctl
 from nasctl import genotype as G
 from nasctl.selection.darts_pt import Projector, choose_inputs, choose_op, masked_accuracy, plan
-from nasctl.spaces import SPACES, space_config
+from nasctl.spaces import space_config
 from nasctl.spaces.base import MixedOp, Supernet
 from tests.cli.test_resume import wait_for
 from tests.conftest import TINY_SEARCH
@@ -98,7 +100,7 @@ def test_projector_fixes_decided_rows_and_keeps_gradient_on_the_others() -> None
 
 @pytest.mark.parametrize("name, rounds", [("darts", 14 * [["op"] * 2] + 3 * [["node"] * 2]), ("nb201", 6 * [["op"]])])
 def test_plan_is_one_edge_per_cell_type_per_round_then_the_nodes(name: str, rounds: list) -> None:
-    space, scfg = space_config(SPACES.get(name).schema(**({"ops": ["none", "skip_connect"]})))
+    space, scfg = space_config(OmegaConf.load(nasctl.conf_dir() / "space" / f"{name}.yaml"))
     rows = {c: sum(len(n) for n in nodes) for c, nodes in space.node_edges(scfg).items()}
     assert [[s.kind for s in r] for r in plan(space, scfg, rows)] == rounds
 
