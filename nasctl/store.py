@@ -28,6 +28,7 @@ from nasctl.errors import NasctlError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+ROTATING = ("last.pt", "prev.pt")  # the checkpoint a resume continues from, and the one before it
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -65,6 +66,7 @@ class Run:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.ckpt_dir = self.path / "checkpoints"
+        self._last_sha: str | None = None  # SHA-256 of last.pt as this process wrote or loaded it
 
     # -- manifest -------------------------------------------------------------------------
     @classmethod
@@ -147,10 +149,21 @@ class Run:
         atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The metrics lines; a last line cut short by a kill is dropped (its epoch runs again)."""
         p = self.path / "metrics.jsonl"
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+        records = []
+        for line in (p.read_text().splitlines() if p.exists() else []):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return records
 
     # -- checkpoints ----------------------------------------------------------------------
+    # A kill at any point of a save leaves a loadable checkpoint: last.pt is moved to prev.pt, the
+    # new last.pt written, then both SHA-256s recorded; a file whose SHA-256 the manifest records
+    # for last.pt or prev.pt is trusted under either name, so the old last.pt (now prev.pt) loads
+    # while the new one is not yet recorded.
     def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> Path:
         """Atomically write a checkpoint, keep the previous one as `prev.pt`, record both SHA-256s."""
         buf = io.BytesIO()
@@ -159,30 +172,38 @@ class Run:
         path = self.ckpt_dir / name
         manifest = self.manifest
         sums = manifest.get("checkpoints", {})
-        if name == "last.pt" and path.exists() and "last.pt" in sums:
+        if name == "last.pt" and self._last_sha and path.exists():  # only a last.pt known good becomes prev.pt
             os.replace(path, self.ckpt_dir / "prev.pt")
-            sums["prev.pt"] = sums["last.pt"]
+            sums["prev.pt"] = self._last_sha
         atomic_write(path, data)
         sums[name] = sha256(data)
         self.write_manifest({**manifest, "checkpoints": sums})
+        if name == "last.pt":
+            self._last_sha = sums[name]
         return path
 
     def load_checkpoint(self, name: str = "last.pt", map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        """Load a checkpoint whose SHA-256 matches the manifest; otherwise refuse it clearly."""
+        """Load a checkpoint whose SHA-256 the manifest records (for last/prev: either's); otherwise refuse it."""
         path = self.ckpt_dir / name
         if not path.is_file():
             raise NasctlError(f"Checkpoint {path} does not exist.")
         data = path.read_bytes()
-        expected = self.manifest.get("checkpoints", {}).get(name)
-        if expected != sha256(data):
+        sums = self.manifest.get("checkpoints", {})
+        trusted = {sums.get(n) for n in ROTATING} if name in ROTATING else {sums.get(name)}
+        if sha256(data) not in trusted - {None}:
             raise NasctlError(
                 f"Checkpoint {path} does not match the SHA-256 recorded in {self.path / MANIFEST} "
                 "(truncated, corrupt or from another run); refusing to load it."
             )
+        if name == "last.pt":
+            self._last_sha = sha256(data)
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
 
-    def load_latest_good(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        """The last checkpoint, or the previous one when the last is damaged."""
+    def load_latest_good(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The last checkpoint, or the previous one when the last is damaged or missing; None when the run
+        never recorded one (killed before its first checkpoint: it starts over in place)."""
+        if not set(self.manifest.get("checkpoints", {})) & set(ROTATING):
+            return None
         try:
             return self.load_checkpoint("last.pt", map_location)
         except NasctlError as first:

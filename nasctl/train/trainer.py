@@ -194,6 +194,9 @@ class Trainer:
 
     def _restore(self, loop: Loop) -> tuple[int, int, dict[str, torch.Tensor]]:
         state = self.run.load_latest_good()
+        if state is None:  # killed before its first checkpoint: start over in place (same directory, manifest)
+            self.run.truncate_metrics(0)
+            return 0, 0, {}
         loop.load_state_dict(state["loop"])
         set_rng_state(state["rng"])
         self.run.truncate_metrics(state["epoch"])  # drop lines of epochs that will run again

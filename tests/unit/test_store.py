@@ -73,3 +73,70 @@ def test_truncate_metrics_keeps_earlier_epochs(tmp_path):
     run.truncate_metrics(2)
     assert [r["epoch"] for r in run.metrics()] == [0, 1]
     assert json.loads((run.path / "manifest.json").read_text())["status"] == "running"
+
+
+class Crash(BaseException):
+    """Stands for a SIGKILL: nothing after it runs."""
+
+
+def crash_at(monkeypatch, point: str) -> None:
+    """Make the next checkpoint save stop at `point`: rotated, written (not yet recorded)."""
+    import nasctl.store as store
+
+    real_write = store.atomic_write
+
+    def write(path, data):
+        if path.name == "last.pt" and point == "rotated":
+            raise Crash
+        real_write(path, data)
+        if path.name == "last.pt" and point == "written":
+            raise Crash
+
+    monkeypatch.setattr(store, "atomic_write", write)
+
+
+@pytest.mark.parametrize("point", ["rotated", "written"])
+def test_a_save_killed_anywhere_leaves_a_checkpoint_that_loads(tmp_path, monkeypatch, point):
+    run = new_run(tmp_path / "r")
+    run.save_checkpoint({"step": 1})
+    run.save_checkpoint({"step": 2})
+    with monkeypatch.context() as m:
+        crash_at(m, point)
+        with pytest.raises(Crash):
+            run.save_checkpoint({"step": 3})
+    resumed = Run(run.path)  # a new process
+    assert resumed.load_latest_good()["step"] == 2
+    with monkeypatch.context() as m:  # killed again during the first save after the resume
+        crash_at(m, point)
+        with pytest.raises(Crash):
+            resumed.save_checkpoint({"step": 3})
+    again = Run(run.path)
+    assert again.load_latest_good()["step"] == 2
+    again.save_checkpoint({"step": 3})
+    again.save_checkpoint({"step": 4})
+    assert Run(run.path).load_latest_good()["step"] == 4
+    (run.ckpt_dir / "last.pt").write_bytes(b"garbage")
+    assert Run(run.path).load_latest_good()["step"] == 3  # prev.pt is the good step 3, not garbage
+
+
+def test_no_checkpoint_yet_means_start_over(tmp_path, monkeypatch):
+    run = new_run(tmp_path / "r")
+    assert run.load_latest_good() is None
+    with monkeypatch.context() as m:  # killed writing the very first checkpoint: still none recorded
+        crash_at(m, "written")
+        with pytest.raises(Crash):
+            run.save_checkpoint({"step": 1})
+    assert Run(run.path).load_latest_good() is None
+    Run(run.path).save_checkpoint({"step": 1})
+    assert Run(run.path).load_latest_good()["step"] == 1
+
+
+def test_a_metrics_line_cut_by_a_kill_is_dropped(tmp_path):
+    run = new_run(tmp_path / "r")
+    run.log_metrics({"epoch": 0})
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 1, "train_lo')
+    assert run.metrics() == [{"epoch": 0}]
+    run.truncate_metrics(1)
+    run.log_metrics({"epoch": 1})
+    assert [r["epoch"] for r in run.metrics()] == [0, 1]
