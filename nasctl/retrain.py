@@ -81,6 +81,8 @@ class RetrainLoop(StageLoop):
             )
         genotype = check_genotype(G.resolve_genotype(cfg.genotype, cfg.run_root))
         check_params(cfg)
+        if distributed.is_main():  # before the manifest: a run killed at any point after it can resume
+            atomic_write(run_dir / "genotype.json", G.dumps(genotype).encode())
         return {"genotype": genotype}
 
     def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run, genotype: G.Genotype) -> None:
@@ -105,8 +107,6 @@ class RetrainLoop(StageLoop):
         self.best_acc = -math.inf
 
     def begin(self, resume: bool) -> dict[str, Any]:
-        if not resume and distributed.is_main():
-            atomic_write(self.run.path / "genotype.json", G.dumps(self.genotype).encode())
         return {"genotype": self.genotype.to_dict(), "params_m": round(count_params(self.model), 4)}
 
     def result(self) -> dict[str, Any]:

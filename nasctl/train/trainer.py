@@ -16,12 +16,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nasctl.config import TrainerConfig
 from nasctl.errors import NasctlError
 from nasctl.store import Run
 from nasctl.train import distributed
+from nasctl.train.progress import progress_display
 from nasctl.train.tensorboard import scalars
 
 
@@ -231,10 +231,8 @@ class Trainer:
     def fit(self, loop: Loop, epochs: int, resume: bool = False, label: str = "train") -> None:
         """Run epochs [start, epochs) of `loop`, continuing from the last checkpoint if `resume`."""
         epoch, step, totals = self._restore(loop) if resume else (0, 0, {})
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
         main = distributed.is_main()  # under torchrun only rank 0 shows progress and writes
-        progress = Progress(*columns, disable=not (self.cfg.progress and main))
+        progress = progress_display(self.cfg.progress and main)
         with self._signals(), progress as bar, scalars(self.run.path, self.cfg.tensorboard and main) as tensorboard:
             while epoch < epochs and not loop.finished():
                 n = loop.steps_per_epoch()

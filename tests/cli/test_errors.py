@@ -6,7 +6,9 @@ starts the real entry point as a process.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,27 @@ def test_the_installed_command_exits_2_with_nasctls_message(tmp_path):
     assert out.returncode == 2
     assert "seed=abc" in one_paragraph(out.stderr) and not out.stdout
     assert not Path(tmp_path, "runs").exists() or not list(Path(tmp_path, "runs").glob("**/manifest.json"))
+
+
+# -- 5. logs that read ----------------------------------------------------------------------------
+def test_progress_outside_a_terminal_is_whole_lines(cli, fashion):
+    args = [a for a in TINY_SEARCH if not a.startswith("trainer.progress")]
+    code, out, err = cli("search", *args, "trainer.progress=true", "trainer.log_every=1", "trainer=cpu")
+    assert code == 0, err
+    lines = [x for x in out.splitlines() if x.startswith("search ")]
+    step = r"train_loss=\d+\.\d{3} train_acc=\d+\.\d{3} \d+:\d\d:\d\d"
+    expected = [rf"search 1/2 step 1/2 {step}", rf"search 1/2 step 2/2 {step}",
+                r"search 1/2 done train_loss=\S+ train_acc=\S+ val_acc=\d+\.\d{3} \d+:\d\d:\d\d",
+                rf"search 2/2 step 1/2 {step}", rf"search 2/2 step 2/2 {step}", r"search 2/2 done .* val_acc="]
+    assert len(lines) == len(expected) and all(re.match(p, x) for p, x in zip(expected, lines)), out
+    assert "━" not in out and "…" not in out
+
+
+def test_progress_in_a_terminal_is_the_rich_bar():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from nasctl.train.progress import LineProgress, progress_display
+
+    assert isinstance(progress_display(True, Console(force_terminal=True)), Progress)
+    assert isinstance(progress_display(True, Console(force_terminal=False, file=io.StringIO())), LineProgress)

@@ -53,6 +53,7 @@ def last_pt(*args: Any) -> bool:
 
 # point name -> (what to patch, which call, after it?, which calls count)
 POINTS: dict[str, tuple[Any, str, int, bool, Callable[..., bool]]] = {
+    "just_started": (Trainer, "__init__", 1, False, lambda *a: True),  # the manifest exists, nothing else
     "before_first_checkpoint": (Run, "save_checkpoint", 1, False, lambda *a: True),
     "mid_epoch": (Trainer, "begin_step", 7, False, lambda *a: True),
     "checkpoint_moved_to_prev": (store, "atomic_write", 3, False, last_pt),
