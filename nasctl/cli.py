@@ -108,7 +108,8 @@ _stage(
     "e.g. nasctl search experiment=quickstart; nasctl search -m stabilizer=none,sdarts_rs seed=0,1,2",
     "space", "dataset", "stabilizer", "trainer", "experiment",
 )
-_stage("derive", "Derive and save the genotype of a search run.\n\ne.g. nasctl derive run=latest; nasctl derive run=runs/search/<id> epoch=10")
+_stage("derive", "Derive and save the genotype of a search run.\n\ne.g. nasctl derive run=latest; nasctl derive run=runs/search/<id> epoch=10; "
+       "nasctl derive run=latest selection=darts_pt (DARTS-PT on the trained supernet)")
 _stage(
     "retrain",
     "Train a genotype's evaluation network from scratch (DARTS recipe; recipe=imagenet for ImageNet).\n\n"

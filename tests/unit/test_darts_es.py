@@ -103,6 +103,8 @@ def test_a_real_search_stops_and_keeps_the_named_epoch(tmp_path, fashion) -> Non
     assert [m["epoch"] for m in metrics] == [0, 1]  # ended cleanly after epoch 1 of 4
     kept = G.load(run / "genotype.json")
     assert str(kept) == metrics[0]["genotype"] and G.from_dict(manifest["genotype"]) == kept
+    derived = nasctl_cli("derive", "run=es", "benchmark.nb201=null", cwd=tmp_path)  # argmax at the kept epoch, not the last
+    assert derived.returncode == 0 and "(epoch 0)" in derived.stdout and G.load(run / "genotype.json") == kept
     report = nasctl_cli("report", "dir=es", "plots=false", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert "DARTS-ES" in (run / "report" / "report.md").read_text()
