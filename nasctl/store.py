@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ROTATING = ("last.pt", "prev.pt")  # the checkpoint a resume continues from, and the one before it
+PENDING = "checkpoint_pending"  # manifest key: the SHA-256 of the checkpoint being written
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -160,23 +161,23 @@ class Run:
         return records
 
     # -- checkpoints ----------------------------------------------------------------------
-    # A kill at any point of a save leaves a loadable checkpoint: last.pt is moved to prev.pt, the
-    # new last.pt written, then both SHA-256s recorded; a file whose SHA-256 the manifest records
-    # for last.pt or prev.pt is trusted under either name, so the old last.pt (now prev.pt) loads
-    # while the new one is not yet recorded.
+    # A kill at any point of a save leaves a checkpoint that loads. The new file's SHA-256 is recorded
+    # as pending first, then last.pt is moved to prev.pt, the new file written and its SHA-256
+    # recorded. A file is trusted when the manifest records (or has pending) its SHA-256 under its
+    # name, or for last.pt and prev.pt under either of the two: the old last.pt, now prev.pt, loads.
     def save_checkpoint(self, state: dict[str, Any], name: str = "last.pt") -> Path:
         """Atomically write a checkpoint, keep the previous one as `prev.pt`, record both SHA-256s."""
         buf = io.BytesIO()
         torch.save(state, buf)
-        data = buf.getvalue()
-        path = self.ckpt_dir / name
-        manifest = self.manifest
+        data, path = buf.getvalue(), self.ckpt_dir / name
+        manifest = {**self.manifest, PENDING: {name: sha256(data)}}
+        self.write_manifest(manifest)
         sums = manifest.get("checkpoints", {})
         if name == "last.pt" and self._last_sha and path.exists():  # only a last.pt known good becomes prev.pt
             os.replace(path, self.ckpt_dir / "prev.pt")
             sums["prev.pt"] = self._last_sha
         atomic_write(path, data)
-        sums[name] = sha256(data)
+        sums[name] = manifest.pop(PENDING)[name]
         self.write_manifest({**manifest, "checkpoints": sums})
         if name == "last.pt":
             self._last_sha = sums[name]
@@ -188,9 +189,10 @@ class Run:
         if not path.is_file():
             raise NasctlError(f"Checkpoint {path} does not exist.")
         data = path.read_bytes()
-        sums = self.manifest.get("checkpoints", {})
-        trusted = {sums.get(n) for n in ROTATING} if name in ROTATING else {sums.get(name)}
-        if sha256(data) not in trusted - {None}:
+        manifest = self.manifest
+        sums, pending = manifest.get("checkpoints", {}), manifest.get(PENDING, {})
+        names = ROTATING if name in ROTATING else (name,)
+        if sha256(data) not in {d.get(n) for d in (sums, pending) for n in names} - {None}:
             raise NasctlError(
                 f"Checkpoint {path} does not match the SHA-256 recorded in {self.path / MANIFEST} "
                 "(truncated, corrupt or from another run); refusing to load it."

@@ -174,7 +174,11 @@ class DartsPT:
         self.trainer = Trainer(search_cfg.trainer, run)
         self.loop = TuneLoop(search_cfg, self.trainer, run)
         self.model = self.loop.model
-        self.loop.load_state_dict(run.load_latest_good(self.trainer.device)["loop"])  # the trained supernet
+        trained = run.load_latest_good(self.trainer.device)
+        if trained is None:
+            raise NasctlError(f"{run.path} has no checkpoint yet (killed before its first one); finish it first: "
+                              f"nasctl search resume={run.path}")
+        self.loop.load_state_dict(trained["loop"])  # the trained supernet
         self.k = space.genotype.inputs_per_node
         self.rows = {c: a.shape[0] for c, a in self.model.alphas.items()}
         self.rounds = plan(space, scfg, self.rows)

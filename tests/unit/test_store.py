@@ -105,13 +105,14 @@ def test_a_save_killed_anywhere_leaves_a_checkpoint_that_loads(tmp_path, monkeyp
         with pytest.raises(Crash):
             run.save_checkpoint({"step": 3})
     resumed = Run(run.path)  # a new process
-    assert resumed.load_latest_good()["step"] == 2
+    expected = {"rotated": 2, "written": 3}[point]  # the old last.pt (now prev.pt), or the new one (pending)
+    assert resumed.load_latest_good()["step"] == expected
     with monkeypatch.context() as m:  # killed again during the first save after the resume
         crash_at(m, point)
         with pytest.raises(Crash):
             resumed.save_checkpoint({"step": 3})
     again = Run(run.path)
-    assert again.load_latest_good()["step"] == 2
+    assert again.load_latest_good()["step"] == expected
     again.save_checkpoint({"step": 3})
     again.save_checkpoint({"step": 4})
     assert Run(run.path).load_latest_good()["step"] == 4
@@ -140,3 +141,22 @@ def test_a_metrics_line_cut_by_a_kill_is_dropped(tmp_path):
     run.truncate_metrics(1)
     run.log_metrics({"epoch": 1})
     assert [r["epoch"] for r in run.metrics()] == [0, 1]
+
+
+def test_any_checkpoint_killed_after_its_write_loads(tmp_path, monkeypatch):
+    run = new_run(tmp_path / "r")
+    run.save_checkpoint({"acc": 1}, "best.pt")
+    import nasctl.store as store
+
+    real_write = store.atomic_write
+
+    def write(path, data):
+        real_write(path, data)
+        if path.name == "best.pt":
+            raise Crash
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "atomic_write", write)
+        with pytest.raises(Crash):
+            run.save_checkpoint({"acc": 2}, "best.pt")
+    assert Run(run.path).load_checkpoint("best.pt")["acc"] == 2  # the new file's SHA-256 was pending
