@@ -263,7 +263,11 @@ class DartsPT:
         """Continue from this selection's checkpoint, if a killed run left one; refuses other settings."""
         if not (self.run.ckpt_dir / CHECKPOINT).is_file():
             return False
-        state = self.run.load_checkpoint(CHECKPOINT, self.trainer.device)
+        try:
+            state = self.run.load_checkpoint(CHECKPOINT, self.trainer.device)
+        except NasctlError as exc:  # killed between writing it and recording its SHA-256: the selection is
+            self.say(f"DARTS-PT: starting over ({exc})")  # deterministic, so starting over gives the same result
+            return False
         if state["config"] != asdict(self.cfg):
             raise NasctlError(
                 f"{self.run.ckpt_dir / CHECKPOINT} holds a DARTS-PT selection started with {state['config']}, not "

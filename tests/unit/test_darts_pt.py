@@ -140,6 +140,12 @@ def test_nb201_derive_with_fine_tuning_resumes_after_a_kill(tmp_path, fashion) -
     state = torch.load(run / "checkpoints" / "darts_pt.pt", weights_only=False)
     assert sorted(r["edge"] for r in state["log"]) == list(range(6))  # every edge decided once
     assert G.load(run / "genotype_darts_pt.json").ops == [r["op"] for r in sorted(state["log"], key=lambda r: r["edge"])]
+    # a checkpoint whose SHA-256 the manifest does not hold (a kill inside its save): the selection starts over
+    (run / "checkpoints" / "darts_pt.pt").write_bytes(b"cut short")
+    (run / "genotype_darts_pt.json").unlink()
+    again = nasctl_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "starting over" in again.stdout, again.stderr
+    assert (run / "genotype_darts_pt.json").read_text() == reference
     (run / "checkpoints" / "darts_pt.pt").unlink()
     (run / "genotype_darts_pt.json").unlink()
 
