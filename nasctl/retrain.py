@@ -25,6 +25,7 @@ from nasctl.evalnet import EvalNetwork, build_eval_network, check_genotype, coun
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer, distributed
 from nasctl.train.lifecycle import StageLoop, eval_pass, run_stage, step_totals
+from nasctl.train.trainer import optimizer_settings
 
 FOLDER_DATASETS = ("imagenet",)  # read from disk per batch; everything else is one tensor in memory
 TOP5_MIN_CLASSES = 100  # report top-5 accuracy from this many classes on (CIFAR-100, ImageNet)
@@ -102,8 +103,9 @@ class RetrainLoop(StageLoop):
         self.test_batches = test_batches(d, dev, r.batch_size, cfg.seed, r.workers)
         self.model = trainer.prepare(build_eval_network(genotype, d, r.net, auxiliary=r.auxiliary_weight > 0))
         self.net = distributed.parallel(self.model)  # DDP under torchrun (the forward that syncs gradients)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
-                                   **trainer.optimizer_kwargs())
+        with optimizer_settings("retrain"):
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=r.lr, momentum=r.momentum,
+                                       weight_decay=r.weight_decay, **trainer.optimizer_kwargs())
         self.best_acc = -math.inf
 
     def begin(self, resume: bool) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from nasctl.stabilizers import Batches, EarlyStop, Stabilizers
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer
 from nasctl.train.lifecycle import StageLoop, cosine_lr, eval_pass, run_stage, step_totals
-from nasctl.train.trainer import full_fp32
+from nasctl.train.trainer import full_fp32, optimizer_settings
 
 
 def check_params(cfg: DictConfig) -> None:
@@ -39,6 +39,8 @@ def check_params(cfg: DictConfig) -> None:
     s = cfg.search
     if s.order not in ("first", "second"):
         raise NasctlError(f"search.order must be 'first' or 'second', got {s.order!r}.")
+    if s.w_nesterov and s.w_momentum == 0:
+        raise NasctlError("search.w_nesterov=true needs search.w_momentum > 0 (Nesterov momentum without momentum).")
     if cfg.diagnostics.hessian_method not in hessian.METHODS:
         raise NasctlError(f"diagnostics.hessian_method must be one of {', '.join(hessian.METHODS)}, "
                           f"got {cfg.diagnostics.hessian_method!r}.")
@@ -78,14 +80,15 @@ class SearchLoop(StageLoop):
         self.hooks.configure(model)
         self.model = trainer.prepare(model)
         self.weights = self.model.weight_parameters()
-        self.w_opt = torch.optim.SGD(
-            self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov,
-            **trainer.optimizer_kwargs(),
-        )
-        self.architect = Architect(
-            self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
-            trainer.autocast, trainer.optimizer_kwargs(),
-        )
+        with optimizer_settings("search"):
+            self.w_opt = torch.optim.SGD(
+                self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov,
+                **trainer.optimizer_kwargs(),
+            )
+            self.architect = Architect(
+                self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
+                trainer.autocast, trainer.optimizer_kwargs(),
+            )
         self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.model.alphas}
         self.epoch_scalars: dict[str, float] = {}
         self.stopped: EarlyStop | None = None  # set when a stabilizer ends the search early (DARTS-ES)

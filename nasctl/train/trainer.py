@@ -125,6 +125,15 @@ def full_fp32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+@contextlib.contextmanager
+def optimizer_settings(section: str) -> Iterator[None]:
+    """Around building optimizers: torch's refusal of a setting (a ValueError) is a user error naming `section`."""
+    try:
+        yield
+    except ValueError as exc:
+        raise NasctlError(f"torch.optim refused the {section}.* settings: {exc}.") from None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

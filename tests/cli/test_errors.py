@@ -166,6 +166,7 @@ def test_an_uncreatable_run_directory_is_named(cli, tmp_path):
         ("retrain", "retrain.momentum=-0.9", "retrain.momentum must be in [0, 1), got -0.9."),
         ("retrain", "retrain.batch_size=0", "retrain.batch_size must be >= 1, got 0."),
         ("evaluate", "batch_size=0", "batch_size must be >= 1, got 0."),
+        ("search", "search.w_nesterov=true search.w_momentum=0", "search.w_nesterov=true needs search.w_momentum > 0"),
     ],
 )
 def test_numeric_ranges_are_checked_before_any_work(cli, tmp_path, stage, arg, message):
@@ -174,6 +175,17 @@ def test_numeric_ranges_are_checked_before_any_work(cli, tmp_path, stage, arg, m
     assert code == 2
     assert message in one_paragraph(err)
     assert not list(tmp_path.glob("**/manifest.json")), "a refused command must not start a run"
+
+
+def test_an_optimizers_own_refusal_names_the_section():
+    import torch
+
+    from nasctl.errors import NasctlError
+    from nasctl.train.trainer import optimizer_settings
+
+    with pytest.raises(NasctlError, match=r"torch.optim refused the retrain\.\* settings: Nesterov momentum requires"):
+        with optimizer_settings("retrain"):
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, nesterov=True)
 
 
 # -- the real entry point ------------------------------------------------------------------------
