@@ -104,9 +104,9 @@ def _stage(name: str, doc: str, *groups: str, positional: str | None = None, jso
 
 _stage(
     "search",
-    "Search a supernet: bilevel DARTS with the chosen stabilizers.\n\n"
-    "e.g. nasctl search experiment=quickstart; nasctl search -m stabilizer=none,sdarts_rs seed=0,1,2",
-    "space", "dataset", "stabilizer", "trainer", "experiment",
+    "Search a supernet: bilevel DARTS (or another relaxation) with the chosen stabilizers.\n\n"
+    "e.g. nasctl search experiment=quickstart; nasctl search -m relaxation=darts,gdas stabilizer=none,sdarts_rs seed=0,1,2",
+    "space", "dataset", "relaxation", "stabilizer", "trainer", "experiment",
 )
 _stage("derive", "Derive and save the genotype of a search run.\n\ne.g. nasctl derive run=latest; nasctl derive run=runs/search/<id> epoch=10; "
        "nasctl derive run=latest selection=darts_pt (DARTS-PT on the trained supernet)")

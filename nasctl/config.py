@@ -126,6 +126,7 @@ class RunConfig:
 @dataclass
 class SearchConfig(RunConfig):
     space: Any = MISSING
+    relaxation: Any = MISSING  # validated by nasctl/relaxations against the chosen relaxation's schema
     stabilizer: dict[str, Any] = field(default_factory=dict)
     search: SearchParams = field(default_factory=SearchParams)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)

@@ -13,13 +13,14 @@ from rich.table import Table
 from nasctl import genotype as G
 from nasctl.benchmarks import table_for
 from nasctl.errors import NasctlError
+from nasctl.relaxations import build_relaxation
 from nasctl.selection import SELECTIONS
 from nasctl.spaces import space_config
 from nasctl.store import Run, atomic_write, resolve_run
 
 
 def alphas_at(run: Run, epoch: int | None) -> tuple[dict[str, torch.Tensor], int]:
-    """The logits recorded after `epoch` (default: the last recorded epoch)."""
+    """The architecture parameters recorded after `epoch` (default: the last recorded epoch)."""
     path = run.path / "alphas.npz"
     if not path.is_file():
         raise NasctlError(f"{run.path} has no alphas.npz yet: the search has not finished an epoch.")
@@ -58,8 +59,9 @@ def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any
     bench = table_for(space.genotype, cfg.benchmark)
     if cfg.selection.name == "argmax":
         kept = (run.manifest.get("early_stop") or {}).get("genotype_epoch")  # DARTS-ES: the epoch it kept
-        alphas, epoch = alphas_at(run, cfg.epoch if cfg.epoch is not None else kept)
-        genotype = space.derive(alphas, scfg)
+        params, epoch = alphas_at(run, cfg.epoch if cfg.epoch is not None else kept)
+        relaxation = build_relaxation(run.config.get("relaxation"), space.node_edges(scfg))
+        genotype = space.derive(relaxation.scores(params), scfg)
         name = "genotype.json" if cfg.epoch is None else f"genotype_epoch{epoch}.json"
     else:
         if cfg.epoch is not None:

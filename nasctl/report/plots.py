@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nasctl.relaxations import build_relaxation
 from nasctl.report.table import SearchRun
 from nasctl.spaces import space_config
 
@@ -26,7 +28,7 @@ def op_color(op: str) -> str:
 
 
 def alpha_trajectories(r: SearchRun, out_dir: Path) -> list[Path]:
-    """Per cell type, one panel per edge: softmax(alpha) of each op after every epoch."""
+    """Per cell type, one panel per edge: the relaxation's score of each op (DARTS: softmax(alpha)) after every epoch."""
     path = r.run.path / "alphas.npz"
     if not path.is_file():
         return []
@@ -34,10 +36,12 @@ def alpha_trajectories(r: SearchRun, out_dir: Path) -> list[Path]:
         history = {k: z[k] for k in z.files}
     space, scfg = space_config(r.run.config.space)
     labels = space.edge_labels(scfg)
+    relaxation = build_relaxation(r.run.config.get("relaxation"), space.node_edges(scfg))
+    epochs_seen = len(next(iter(history.values())))
+    per_epoch = [relaxation.scores({k: torch.from_numpy(v[e]) for k, v in history.items()}) for e in range(epochs_seen)]
     out = []
-    for cell, logits in history.items():  # (epochs, edges, ops)
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
+    for cell in per_epoch[0]:
+        p = np.stack([s[cell].numpy() for s in per_epoch])  # (epochs, edges, ops)
         epochs, n = np.arange(len(p)), p.shape[1]
         cols = min(n, 7)
         fig = Figure(figsize=(2.4 * cols, 2.0 * math.ceil(n / cols) + 0.8), layout="constrained")
@@ -56,7 +60,7 @@ def alpha_trajectories(r: SearchRun, out_dir: Path) -> list[Path]:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 8),
                    fontsize=8)
         where = "" if cell == "cell" else f", {cell} cell"
-        fig.suptitle(f"{r.label}: softmax(alpha) per edge over epochs{where}", fontsize=10)
+        fig.suptitle(f"{r.label}: {relaxation.score_label} per edge over epochs{where}", fontsize=10)
         out.append(out_dir / f"{r.label}-{cell}.png")
         out_dir.mkdir(parents=True, exist_ok=True)
         fig.savefig(out[-1], dpi=110)

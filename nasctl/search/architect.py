@@ -51,8 +51,9 @@ class Architect:
     def step(self, b: Batches, xi: float) -> None:
         alphas = self.model.arch_parameters()
         grads = self.first_order(b) if self.order == "first" else self.second_order(b, xi)
-        reg = self.hooks.arch_loss(self.model)
-        if reg is not None:
+        terms = [t for t in (self.model.relaxation.arch_loss(self.model), self.hooks.arch_loss(self.model)) if t is not None]
+        if terms:
+            reg = sum(terms)
             grads = [g + r for g, r in zip(grads, torch.autograd.grad(reg, alphas, materialize_grads=True))]
         # hooks may take double gradients: eager (compiled graphs cannot) and plain fp32, forward and backward
         with torch.compiler.set_stance("force_eager"), full_fp32():
@@ -66,12 +67,13 @@ class Architect:
 
     def second_order(self, b: Batches, xi: float) -> list[torch.Tensor]:
         model, alphas = self.model, self.model.arch_parameters()
-        names = [n for n, p in model.named_parameters() if not n.startswith("alphas.")]
+        arch = {id(a) for a in alphas}
+        names = [n for n, p in model.named_parameters() if id(p) not in arch]
         weights = [model.get_parameter(n) for n in names]
         g_train = torch.autograd.grad(self.loss(b.x_train, b.y_train), weights, materialize_grads=True)
         unrolled, scale = self.unroll(weights, g_train, xi)
         unrolled = [w.requires_grad_() for w in unrolled]
-        params = {**dict(zip(names, unrolled)), **{f"alphas.{k}": a for k, a in model.alphas.items()}}
+        params = {**dict(zip(names, unrolled)), **{n: p for n, p in model.named_parameters() if id(p) in arch}}
         params.update({n: b_.clone() for n, b_ in model.named_buffers()})  # keep the real BN stats untouched
         grads = torch.autograd.grad(self.loss(b.x_val, b.y_val, params), alphas + unrolled, materialize_grads=True)
         d_alpha, v = grads[: len(alphas)], grads[len(alphas) :]

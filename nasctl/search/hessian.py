@@ -60,7 +60,7 @@ def dominant_eigenvalue(
 ) -> float:
     """max eig of d2/dalpha2 [loss_fn(x, y) + arch_weight_decay / 2 * |alpha|^2] (`exact` or `power`)."""
     alphas = model.arch_parameters()
-    with no_trace(model, alphas[0].device):
+    with no_trace(model, alphas[0].device), model.relaxation.deterministic():
         model.train()
         loss = loss_fn(x, y) + arch_weight_decay / 2 * sum((a**2).sum() for a in alphas)
         grads = torch.autograd.grad(loss, alphas, create_graph=True, materialize_grads=True)

@@ -25,6 +25,7 @@ from nasctl.data import DeviceBatches, load_split
 from nasctl.data.batches import VALIDATION_HALF, derive_seed
 from nasctl.errors import NasctlError
 from nasctl.search import diagnostics, hessian
+from nasctl.relaxations import build_relaxation
 from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, EarlyStop, Stabilizers
@@ -62,6 +63,8 @@ class SearchLoop(StageLoop):
         self.space, self.space_cfg = space_config(cfg.space)
         self.bench = table_for(self.space.genotype, cfg.benchmark)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
+        self.relaxation = build_relaxation(cfg.get("relaxation"), self.space.node_edges(self.space_cfg))
+        self.relaxation.refuse(requirements(cfg, self.hooks))
         data = load_split(cfg.dataset, "train", trainer.device)
         train, val = data.halves(s.train_portion)
         if min(len(train), len(val)) < s.batch_size:
@@ -77,6 +80,7 @@ class SearchLoop(StageLoop):
         self.eval_batches = DeviceBatches(val, dev, s.batch_size, augment=None, shuffle=False, drop_last=False, **common)
 
         model = self.space.build(self.space_cfg, d.num_classes, d.channels)
+        self.relaxation.attach(model)
         self.hooks.configure(model)
         self.model = trainer.prepare(model)
         self.weights = self.model.weight_parameters()
@@ -89,7 +93,7 @@ class SearchLoop(StageLoop):
                 self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
                 trainer.autocast, trainer.optimizer_kwargs(),
             )
-        self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.model.alphas}
+        self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.relaxation.params(self.model)}
         self.epoch_scalars: dict[str, float] = {}
         self.stopped: EarlyStop | None = None  # set when a stabilizer ends the search early (DARTS-ES)
 
@@ -103,7 +107,9 @@ class SearchLoop(StageLoop):
         return cosine_lr(epoch, s.epochs, s.w_lr, s.w_lr_min)
 
     def batches(self, epoch: int, start_step: int) -> Iterator[tuple]:
-        self.epoch_scalars = self.hooks.on_epoch_start(self.model, epoch, self.cfg.search.epochs)
+        epochs = self.cfg.search.epochs
+        self.epoch_scalars = {**self.relaxation.on_epoch_start(epoch, epochs),
+                              **self.hooks.on_epoch_start(self.model, epoch, epochs)}
         self.set_lr(self.w_opt, epoch)
         s = self.cfg.search
         self.model.set_drop_path(s.drop_path * epoch / max(s.epochs - 1, 1))  # RobustDARTS ramp
@@ -118,16 +124,25 @@ class SearchLoop(StageLoop):
         (x_tr, y_tr), (x_val, y_val) = batch
         b = Batches(x_tr, y_tr, x_val, y_val)
         self.model.train()
-        self.architect.step(b, self.lr(epoch))
+        arch = not self.relaxation.arch_frozen(epoch, self.cfg.search.epochs)
+        if arch and not self.relaxation.weights_first:
+            self.architect.step(b, self.lr(epoch))
+        logits, loss = self.weight_step(b)
+        if arch and self.relaxation.weights_first:
+            self.architect.step(b, self.lr(epoch))
+        return step_totals(loss, logits, y_tr)
+
+    def weight_step(self, b: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step of the weights on the training batch; returns its logits and loss."""
         self.w_opt.zero_grad(set_to_none=True)
         with self.hooks.weight_step(self.model, b, self.loss):
             with self.trainer.autocast():
-                logits = self.model(x_tr).float()
-            loss = F.cross_entropy(logits, y_tr)
+                logits = self.model(b.x_train).float()
+            loss = F.cross_entropy(logits, b.y_train)
             loss.backward(inputs=self.weights)
         torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.search.grad_clip)
         self.w_opt.step()
-        return step_totals(loss, logits, y_tr)
+        return logits, loss
 
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
@@ -135,12 +150,13 @@ class SearchLoop(StageLoop):
         return {"val_loss": out["loss"], "val_acc": out["acc"]}
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
-        alphas = {k: a.detach() for k, a in self.model.alphas.items()}
-        if not all(torch.isfinite(a).all() for a in alphas.values()):
+        params = self.relaxation.params(self.model)
+        if not all(torch.isfinite(a).all() for a in params.values()):
             raise NasctlError(f"Non-finite architecture parameters after epoch {epoch}; stopped.")
-        genotype = self.space.derive(alphas, self.space_cfg)
+        genotype = self.space.derive(self.relaxation.scores(params), self.space_cfg)
         atomic_write(self.run.path / "genotype.json", G.dumps(genotype).encode())
-        for k, a in alphas.items():
+        alphas = {k: a.detach() for k, a in self.model.alphas.items()}
+        for k, a in params.items():
             self.alpha_history[k].append(a.float().cpu().numpy().copy())  # a copy, not a view of alpha
         buf = io.BytesIO()
         np.savez(buf, **{k: np.stack(v) for k, v in self.alpha_history.items()})
@@ -185,6 +201,16 @@ class SearchLoop(StageLoop):
         self.alpha_history = state["alpha_history"]
         stop = state.get("stopped")
         self.stopped = None if stop is None else EarlyStop(**stop | {"genotype": G.from_dict(stop["genotype"])})
+
+
+def requirements(cfg: DictConfig, hooks: Stabilizers) -> list[tuple[str, str]]:
+    """What the search asks of its relaxation: (the setting that asks, the requirement)."""
+    wants = [(f"stabilizer={name}", need) for name, s in hooks.members.items() for need in s.requires]
+    if cfg.search.order == "second":
+        wants.append(("search.order=second", "arch_hessian"))
+    if cfg.diagnostics.hessian_every:
+        wants.append((f"diagnostics.hessian_every={cfg.diagnostics.hessian_every}", "arch_hessian"))
+    return wants
 
 
 def cycle_batches(batches: DeviceBatches, epoch: int, start_step: int) -> Iterator[tuple]:

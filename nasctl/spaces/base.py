@@ -16,6 +16,7 @@ from torch import nn
 
 from nasctl.genotype import Genotype
 from nasctl.registry import Registry
+from nasctl.relaxations.base import CellMix, EdgeMix, Relaxation
 from nasctl.spaces.ops import OPS, OpFactory, drop_path
 
 EdgeLabels = dict[str, list[tuple[str, list[str]]]]
@@ -28,19 +29,24 @@ class MixedOp(nn.Module):
 
     Stabilizers adapt every space the same way through two knobs: `aux`, a branch added outside
     the mixture (DARTS-), and `wrap`, which replaces one candidate by a module around it
-    (NoisyDARTS on `skip_connect`). With neither set, the forward is plain DARTS.
+    (NoisyDARTS on `skip_connect`). With neither set, the forward is plain DARTS. A relaxation
+    that evaluates an edge differently (a channel subset, one sampled op) replaces `mixture`.
     """
 
     def __init__(self, names: list[str], C: int, stride: int, table: Mapping[str, OpFactory] = OPS) -> None:
         super().__init__()
-        self.names, self.C, self.stride = list(names), C, stride
+        self.names, self.C, self.stride, self.table = list(names), C, stride, table
         self.ops = nn.ModuleList(table[n](C, stride, False) for n in self.names)
         # `none` outputs zeros: it adds nothing to the sum and gets zero gradient, so skip it.
         self.active = [i for i, n in enumerate(self.names) if n != "none"]
         self.aux: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        out = sum(w[i] * self.ops[i](x) for i in self.active)
+    def mixture(self, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
+        """The relaxation's part of the edge: here sum_o w_o o(x) over every candidate."""
+        return sum(e.weights[i] * self.ops[i](x) for i in self.active)
+
+    def forward(self, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
+        out = self.mixture(x, e)
         return out if self.aux is None else out + self.aux(x)
 
     def wrap(self, name: str, wrapper: Callable[[nn.Module], nn.Module]) -> None:
@@ -51,12 +57,14 @@ class MixedOp(nn.Module):
 
 
 class Supernet(nn.Module):
-    """A weight-sharing network mixing its candidate ops with softmax(alpha) per edge.
+    """A weight-sharing network whose edges mix their candidate ops as its relaxation says.
 
     `edge_ops[cell][edge]` names the candidate ops of each edge (the column labels of
-    `alphas[cell]`, one (edges, ops) logit matrix per cell type). The logits are registered
-    parameters (so they move, save and load with the model) but are excluded from
-    `weight_parameters()`, hence from the weight optimizer and its gradient clipping.
+    `alphas[cell]`, one (edges, ops) logit matrix per cell type). The logits are registered parameters (so they move, save and
+    load with the model); they and whatever the relaxation (`self.relaxation`, DARTS until one is
+    attached) adds are the architecture parameters, excluded by identity from `weight_parameters()`,
+    hence from the weight optimizer and its gradient clipping. A space's forward passes each edge
+    `edge_mix()[cell][row]`.
     Search drop-path (RobustDARTS) is part of the API: the loop calls `set_drop_path` each epoch
     and a space's cells sum their mixed-edge outputs with `node_sum(outs, self.edge_drop_prob())`.
     """
@@ -67,6 +75,7 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict(
             {k: nn.Parameter(1e-3 * torch.randn(len(e), len(e[0]))) for k, e in self.edge_ops.items()}
         )
+        self.relaxation = Relaxation()
         self._mixing_override: dict[str, torch.Tensor] | None = None
         self._projection: Projection | None = None
         self.drop_prob = 0.0
@@ -80,19 +89,20 @@ class Supernet(nn.Module):
         return self.drop_prob if self.training else 0.0
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
+        return self.relaxation.arch_parameters(self)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
     def mixing(self) -> dict[str, torch.Tensor]:
-        """The per-edge mixing weights: softmax(alpha), unless overridden (SDARTS), then projected (DARTS-PT)."""
-        if self._mixing_override is not None:
-            w = self._mixing_override
-        else:
-            w = {k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()}
+        """The relaxation's per-edge op weights (DARTS: softmax(alpha)), unless overridden (SDARTS), then projected (DARTS-PT)."""
+        w = self._mixing_override if self._mixing_override is not None else self.relaxation.mixing(self)
         return w if self._projection is None else self._projection(w)
+
+    def edge_mix(self) -> dict[str, CellMix]:
+        """Per cell type, what each mixed edge gets in this forward (op weights, edge scale, sampled op)."""
+        return self.relaxation.edge_mix(self, self.mixing())
 
     @contextlib.contextmanager
     def mixing_override(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
@@ -115,6 +125,13 @@ class Supernet(nn.Module):
     def mixed_ops(self) -> Iterator[MixedOp]:
         return (m for m in self.modules() if isinstance(m, MixedOp))
 
+    def replace_mixed_ops(self, make: Callable[[MixedOp], MixedOp]) -> None:
+        """Swap every mixed op for `make(op)` in place (a relaxation's own edge evaluation)."""
+        for parent in list(self.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, MixedOp):
+                    setattr(parent, name, make(child))
+
 
 def node_sum(outs: Iterable[torch.Tensor], drop_prob: float) -> torch.Tensor:
     """A node of a search cell: the sum of its mixed-edge outputs, each drop-pathed when `drop_prob` > 0."""
@@ -128,7 +145,7 @@ class Space:
     name: str
     schema: type
     build: Callable[[Any, int, int], Supernet]  # (space cfg, num_classes, in_channels)
-    derive: Callable[[Mapping[str, torch.Tensor], Any], Genotype]  # (alphas, space cfg) -> genotype
+    derive: Callable[[Mapping[str, torch.Tensor], Any], Genotype]  # (relaxation's scores, space cfg) -> genotype
     genotype: type  # what `derive` returns: CellGenotype or ArchString, which own short form, graphs, lookup
     edge_labels: Callable[[Any], EdgeLabels]  # (space cfg) -> per cell type, each alpha row's `from→to` and ops
     node_edges: Callable[[Any], NodeEdges]  # (space cfg) -> per cell type, the alpha rows entering each node

@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from nasctl.genotype import CellGenotype, darts_node
+from nasctl.relaxations import CellMix
 from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, NodeEdges, Space, Supernet, node_sum
 from nasctl.spaces.ops import FactorizedReduce, ReLUConvBN
 
@@ -69,7 +70,7 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(ops[len(self.edges)], C, stride))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellMix, drop_prob: float) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         offset = 0
         for _ in range(self.steps):
@@ -100,7 +101,7 @@ class DartsSupernet(Supernet):
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mix = self.mixing()
+        mix = self.edge_mix()
         drop_prob = self.edge_drop_prob()
         s0 = s1 = self.stem(x)
         for cell in self.cells:
@@ -127,10 +128,10 @@ def derive_cell(weights: torch.Tensor, ops: list[list[str]], steps: int) -> tupl
     return tuple(gene)
 
 
-def derive(alphas: Mapping[str, torch.Tensor], cfg: DartsSpaceConfig) -> CellGenotype:
-    """Genotype of the DARTS rule applied to softmax(alpha) of both cell types."""
+def derive(scores: Mapping[str, torch.Tensor], cfg: DartsSpaceConfig) -> CellGenotype:
+    """Genotype of the DARTS rule applied to the relaxation's scores of both cell types (DARTS: softmax(alpha))."""
     ops = edge_ops_of(cfg)
-    cells = {k: derive_cell(torch.softmax(alphas[k].detach().float().cpu(), -1), ops[k], cfg.steps) for k in CELL_TYPES}
+    cells = {k: derive_cell(scores[k], ops[k], cfg.steps) for k in CELL_TYPES}
     concat = tuple(range(2 + cfg.steps - cfg.multiplier, 2 + cfg.steps))
     return CellGenotype(cells["normal"], concat, cells["reduce"], concat, space=cfg.name)
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from nasctl.errors import NasctlError
 from nasctl.genotype import ArchString
+from nasctl.relaxations import CellMix
 from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, NodeEdges, Space, Supernet, node_sum
 from nasctl.spaces.ops import NB201_OPS, ReLUConvBN
 
@@ -40,7 +41,7 @@ class SearchCell(nn.Module):
         super().__init__()
         self.edges = nn.ModuleList(MixedOp(ops, C, 1, NB201_OPS) for _ in EDGES)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: CellMix, drop_prob: float) -> torch.Tensor:
         nodes = [x]
         for i in range(1, NODES):
             outs = (self.edges[k](nodes[j], weights[k]) for k, (t, j) in enumerate(EDGES) if t == i)
@@ -92,7 +93,7 @@ class Nb201Supernet(Supernet):
                 f"whose 2x2 avg-pool shortcut needs even sides, so both sides must be multiples of "
                 f"{2**REDUCTIONS}: use a dataset with 16, 28 or 32-pixel images (or the darts/s1-s4 spaces)."
             )
-        w, drop_prob = self.mixing()["cell"], self.edge_drop_prob()
+        w, drop_prob = self.edge_mix()["cell"], self.edge_drop_prob()
         h = self.stem(x)
         for layer in self.layers:
             h = layer(h, w, drop_prob) if isinstance(layer, SearchCell) else layer(h)
@@ -105,9 +106,9 @@ def arch_string(ops: list[str]) -> str:
     return "+".join(f"|{node}|" for node in nodes)
 
 
-def derive(alphas: Mapping[str, torch.Tensor], cfg: Nb201SpaceConfig) -> ArchString:
-    """NB201 rule: per edge the op with the largest alpha, `none` included; ties go to the first op."""
-    best = alphas["cell"].detach().float().cpu().argmax(dim=-1).tolist()
+def derive(scores: Mapping[str, torch.Tensor], cfg: Nb201SpaceConfig) -> ArchString:
+    """NB201 rule: per edge the op with the largest score (DARTS: softmax(alpha)), `none` included; ties go to the first op."""
+    best = scores["cell"].argmax(dim=-1).tolist()
     return ArchString(arch_string([cfg.ops[o] for o in best]), space=cfg.name)
 
 

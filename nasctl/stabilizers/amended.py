@@ -74,6 +74,8 @@ def conjugate_gradient(hvp: Callable[[Vectors], Vectors], b: Vectors, steps: int
 class Amended(Stabilizer):
     """g_alpha <- g_alpha - eta * grad2_{a,w} L_tr . M . grad_w L_val."""
 
+    requires = ("arch_hessian",)
+
     def arch_grad(self, model: Supernet, grads: Vectors, batches: Batches, loss_fn: LossFn) -> Vectors:
         b, alphas = batches, model.arch_parameters()
         weights = model.weight_parameters()

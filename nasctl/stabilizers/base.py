@@ -47,6 +47,7 @@ class Stabilizer:
     """Optional hooks; each default leaves plain DARTS unchanged."""
 
     exclusive: tuple[str, ...] = ()  # what the method takes over alone: "mixing" = the weight step's mixing weights
+    requires: tuple[str, ...] = ()  # what it needs of the relaxation: "mixing_weights", "arch_hessian"
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

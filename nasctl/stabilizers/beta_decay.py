@@ -46,7 +46,7 @@ class BetaDecay(Stabilizer):
         return {"beta_decay_lambda": self.weight}
 
     def arch_loss(self, model: Supernet) -> torch.Tensor:
-        return self.weight * beta_decay_loss(model.arch_parameters())
+        return self.weight * beta_decay_loss(list(model.alphas.values()))  # the op logits of any relaxation
 
 
 STABILIZERS.register("beta_decay")(StabilizerDef(BetaDecayConfig, BetaDecay))

@@ -64,6 +64,7 @@ class SdartsRS(Stabilizer):
     """Random smoothing: the weight step runs at project(softmax(alpha) + U[-eps, eps])."""
 
     exclusive = ("mixing",)
+    requires = ("mixing_weights",)
 
     def on_epoch_start(self, model: Supernet, epoch: int, epochs: int) -> dict[str, float]:
         c = self.cfg

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 import nasctl
 import nasctl.entry  # noqa: F401  (registers the schemas and resolvers of conf/search.yaml)
 from nasctl.errors import NasctlError
+from nasctl.relaxations import EdgeMix
 from nasctl.search.stage import run_search
 from nasctl.spaces import space_config
 from nasctl.spaces.base import MixedOp, Supernet
@@ -238,7 +239,7 @@ def test_darts_minus_adds_beta_times_the_aux_branch_outside_the_softmax_on_every
     reduce = model.cells[1].edges[0]  # stride 2 (input of a reduction cell)
     assert (normal.stride, reduce.stride) == (1, 2)
     x, x8 = torch.randn(4, 4, 8, 8), torch.randn(4, 8, 8, 8)  # the reduction cell has 2C channels
-    w = torch.softmax(torch.randn(len(DARTS_OPS)), -1)
+    w = EdgeMix(torch.softmax(torch.randn(len(DARTS_OPS)), -1))
     plain = normal(x, w), reduce(x8, w)
     attached("darts_minus", model).on_epoch_start(model, 10, 50)
     assert all(isinstance(m.aux, torch.nn.Module) and float(m.aux.beta) == pytest.approx(0.8) for m in edges)
@@ -298,8 +299,8 @@ def test_noisy_touches_only_the_skip_candidate():
     model = supernet()
     edge = model.cells[0].edges[0]
     x = torch.randn(8, 4, 8, 8)
-    conv = F.one_hot(torch.tensor(DARTS_OPS.index("sep_conv_3x3")), len(DARTS_OPS)).float()
-    skip = F.one_hot(torch.tensor(DARTS_OPS.index("skip_connect")), len(DARTS_OPS)).float()
+    conv = EdgeMix(F.one_hot(torch.tensor(DARTS_OPS.index("sep_conv_3x3")), len(DARTS_OPS)).float())
+    skip = EdgeMix(F.one_hot(torch.tensor(DARTS_OPS.index("skip_connect")), len(DARTS_OPS)).float())
     before = edge(x, conv)
     attached("noisy", model).on_epoch_start(model, 0, 50)
     assert torch.equal(edge(x, conv), before)
