@@ -24,8 +24,8 @@ from nasctl.benchmarks import table_for
 from nasctl.data import DeviceBatches, load_split
 from nasctl.data.batches import VALIDATION_HALF, derive_seed
 from nasctl.errors import NasctlError
-from nasctl.search import diagnostics, hessian
 from nasctl.relaxations import build_relaxation
+from nasctl.search import diagnostics, hessian
 from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
 from nasctl.stabilizers import Batches, EarlyStop, Stabilizers

@@ -83,6 +83,8 @@ class EigenvalueTracker:
 class DartsES(Stabilizer):
     """Needs the eigenvalue every `ev_every` epochs; ends the search when the tracker's rule fires."""
 
+    requires = ("arch_hessian",)
+
     def __init__(self, cfg: DartsESConfig) -> None:
         super().__init__(cfg)
         self.tracker = EigenvalueTracker(cfg)
