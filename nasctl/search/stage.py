@@ -24,7 +24,7 @@ from nasctl.benchmarks import table_for
 from nasctl.data import DeviceBatches, load_split
 from nasctl.data.batches import VALIDATION_HALF, derive_seed
 from nasctl.errors import NasctlError
-from nasctl.relaxations import build_relaxation
+from nasctl.relaxations import Relaxation, build_relaxation
 from nasctl.search import diagnostics, hessian
 from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
@@ -55,6 +55,7 @@ class SearchLoop(StageLoop):
     @classmethod
     def prepare(cls, cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         check_params(cfg)
+        relaxation_of(cfg).refuse(requirements(cfg, Stabilizers(cfg.stabilizer)))  # before the run directory exists
         return {}
 
     def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run) -> None:
@@ -63,8 +64,7 @@ class SearchLoop(StageLoop):
         self.space, self.space_cfg = space_config(cfg.space)
         self.bench = table_for(self.space.genotype, cfg.benchmark)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
-        self.relaxation = build_relaxation(cfg.get("relaxation"), self.space.node_edges(self.space_cfg))
-        self.relaxation.refuse(requirements(cfg, self.hooks))
+        self.relaxation = relaxation_of(cfg)
         data = load_split(cfg.dataset, "train", trainer.device)
         train, val = data.halves(s.train_portion)
         if min(len(train), len(val)) < s.batch_size:
@@ -201,6 +201,12 @@ class SearchLoop(StageLoop):
         self.alpha_history = state["alpha_history"]
         stop = state.get("stopped")
         self.stopped = None if stop is None else EarlyStop(**stop | {"genotype": G.from_dict(stop["genotype"])})
+
+
+def relaxation_of(cfg: DictConfig) -> Relaxation:
+    """The search's relaxation, built for its space (a config without one is DARTS)."""
+    space, scfg = space_config(cfg.space)
+    return build_relaxation(cfg.get("relaxation"), space.node_edges(scfg))
 
 
 def requirements(cfg: DictConfig, hooks: Stabilizers) -> list[tuple[str, str]]:
