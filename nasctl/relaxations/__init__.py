@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from nasctl.config import validate
 from nasctl.errors import NasctlError
-from nasctl.relaxations import darts  # noqa: F401  (register)
+from nasctl.relaxations import darts, drnas, gdas, pc_darts  # noqa: F401  (register)
 from nasctl.relaxations.base import RELAXATIONS, CellMix, EdgeMix, NodeEdges, Params, Relaxation
 
 __all__ = ["RELAXATIONS", "CellMix", "EdgeMix", "NodeEdges", "Params", "Relaxation", "build_relaxation"]

@@ -2,8 +2,8 @@
 
 A relaxation is a module attached to the supernet (`model.relaxation`). It owns the architecture
 parameters (the supernet's per-cell logits `alphas` plus any it adds, found by identity), turns them
-into per-edge op weights (`mixing`), says how an edge evaluates its candidates (`edge_mix`, and the
-MixedOp subclass it installs), and supplies schedules, a regulariser, a warm-up and the scores the
+into per-edge op weights (`mixing`), says what each edge gets (`edge_mix`) and how it evaluates its
+candidates (the `evaluate` it installs on every MixedOp), and supplies schedules, a regulariser, a warm-up and the scores the
 space's derive rule ranks. Every default is plain DARTS: softmax(alpha), all candidates evaluated.
 
 Composition: the search declares what it needs (`arch_hessian` for second order, Amended and the
@@ -14,7 +14,7 @@ Hessian diagnostic; `mixing_weights` for SDARTS's perturbation of them), and a r
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from nasctl.errors import NasctlError
 from nasctl.registry import Registry
 
 if TYPE_CHECKING:
-    from nasctl.spaces.base import Supernet
+    from nasctl.spaces.base import MixedOp, Supernet
 
 Params = Mapping[str, torch.Tensor]  # name -> architecture parameter (the keys of alphas.npz)
 NodeEdges = Mapping[str, Sequence[Sequence[int]]]  # per cell type, the alpha rows entering each node
@@ -60,6 +60,14 @@ class CellMix:
             None if self.scales is None else self.scales[k],
             None if self.picks is None else self.picks[k],
         )
+
+
+Evaluate = Callable[["MixedOp", torch.Tensor, EdgeMix], torch.Tensor]  # (edge, x, its mix) -> mixture
+
+
+def mix_all(m: MixedOp, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
+    """DARTS: sum_o w_o o(x) over every candidate but `none` (zeros, zero gradient)."""
+    return sum(e.weights[i] * m.ops[i](x) for i in m.active)
 
 
 class Relaxation(nn.Module):
@@ -100,7 +108,10 @@ class Relaxation(nn.Module):
         yield
 
     # -- the search loop -----------------------------------------------------------------------
-    weights_first = False  # GDAS steps the weights before the architecture in each iteration
+    @property
+    def weights_first(self) -> bool:
+        """Whether each iteration steps the weights before the architecture (GDAS), not after (DARTS)."""
+        return False
 
     def on_epoch_start(self, epoch: int, epochs: int) -> dict[str, float]:
         """Update schedules; returns scalars to log."""

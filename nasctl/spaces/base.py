@@ -16,7 +16,7 @@ from torch import nn
 
 from nasctl.genotype import Genotype
 from nasctl.registry import Registry
-from nasctl.relaxations.base import CellMix, EdgeMix, Relaxation
+from nasctl.relaxations.base import CellMix, EdgeMix, Evaluate, Relaxation, mix_all
 from nasctl.spaces.ops import OPS, OpFactory, drop_path
 
 EdgeLabels = dict[str, list[tuple[str, list[str]]]]
@@ -29,8 +29,9 @@ class MixedOp(nn.Module):
 
     Stabilizers adapt every space the same way through two knobs: `aux`, a branch added outside
     the mixture (DARTS-), and `wrap`, which replaces one candidate by a module around it
-    (NoisyDARTS on `skip_connect`). With neither set, the forward is plain DARTS. A relaxation
-    that evaluates an edge differently (a channel subset, one sampled op) replaces `mixture`.
+    (NoisyDARTS on `skip_connect`). With neither set, the forward is plain DARTS. How the
+    candidates are evaluated, `evaluate(op, x, edge_mix)`, is the relaxation's: every candidate
+    (`mix_all`), a channel subset (PC-DARTS) or one sampled op (GDAS).
     """
 
     def __init__(self, names: list[str], C: int, stride: int, table: Mapping[str, OpFactory] = OPS) -> None:
@@ -40,13 +41,10 @@ class MixedOp(nn.Module):
         # `none` outputs zeros: it adds nothing to the sum and gets zero gradient, so skip it.
         self.active = [i for i, n in enumerate(self.names) if n != "none"]
         self.aux: nn.Module | None = None
-
-    def mixture(self, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
-        """The relaxation's part of the edge: here sum_o w_o o(x) over every candidate."""
-        return sum(e.weights[i] * self.ops[i](x) for i in self.active)
+        self.evaluate: Evaluate = mix_all
 
     def forward(self, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
-        out = self.mixture(x, e)
+        out = self.evaluate(self, x, e)
         return out if self.aux is None else out + self.aux(x)
 
     def wrap(self, name: str, wrapper: Callable[[nn.Module], nn.Module]) -> None:
@@ -124,13 +122,6 @@ class Supernet(nn.Module):
 
     def mixed_ops(self) -> Iterator[MixedOp]:
         return (m for m in self.modules() if isinstance(m, MixedOp))
-
-    def replace_mixed_ops(self, make: Callable[[MixedOp], MixedOp]) -> None:
-        """Swap every mixed op for `make(op)` in place (a relaxation's own edge evaluation)."""
-        for parent in list(self.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, MixedOp):
-                    setattr(parent, name, make(child))
 
 
 def node_sum(outs: Iterable[torch.Tensor], drop_prob: float) -> torch.Tensor:
