@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+import nasctl
 from nasctl.errors import NasctlError
 from nasctl.genotype import CellGenotype
 from nasctl.relaxations import RELAXATIONS, EdgeMix, build_relaxation
@@ -19,31 +20,25 @@ from nasctl.relaxations.gdas import SampledOne, gumbel_hard
 from nasctl.relaxations.pc_darts import channel_shuffle, edge_weights
 from nasctl.spaces import space_config
 
-DARTS_OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-             "dil_conv_3x3", "dil_conv_5x5"]
-NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
-DEFAULTS = {  # conf/relaxation/*.yaml
-    "darts": {},
-    "pc_darts": {"partial_channels": 4, "edge_norm": True, "warmup": 0.3},
-    "gdas": {"tau_max": 10.0, "tau_min": 0.1, "weights_first": True, "unsampled_scalars": False},
-    "drnas": {"kl_scale": 0.0},
-}
+CONF = nasctl.conf_dir()
+DARTS_OPS = list(OmegaConf.load(CONF / "space" / "darts.yaml").ops)
 
 
 def supernet(relaxation: str, space: str = "darts", **overrides):
-    """A tiny supernet of `space` with the relaxation attached (and the relaxation)."""
-    node = {"name": space, "ops": DARTS_OPS if space == "darts" else NB201_OPS, "C": 8}
-    node |= {"layers": 3} if space == "darts" else {"N": 1}
-    sp, scfg = space_config(OmegaConf.create(node))
+    """A tiny supernet of `space` with `relaxation` (its conf/ defaults and `overrides`) attached."""
+    node = OmegaConf.merge(OmegaConf.load(CONF / "space" / f"{space}.yaml"),
+                           {"C": 8, **({"layers": 3} if space == "darts" else {"N": 1})})
+    sp, scfg = space_config(node)
     torch.manual_seed(0)
     model = sp.build(scfg, 10, 1)
-    r = build_relaxation({"name": relaxation, **DEFAULTS[relaxation], **overrides}, sp.node_edges(scfg))
+    r = build_relaxation(OmegaConf.merge(OmegaConf.load(CONF / "relaxation" / f"{relaxation}.yaml"), overrides),
+                         sp.node_edges(scfg))
     r.attach(model)
     return model, r, sp, scfg
 
 
 def test_every_relaxation_is_registered_with_a_config():
-    assert RELAXATIONS.names() == sorted(DEFAULTS)
+    assert RELAXATIONS.names() == sorted(p.stem for p in (CONF / "relaxation").glob("*.yaml"))
 
 
 # -- PC-DARTS -----------------------------------------------------------------------------------
@@ -219,7 +214,7 @@ def test_gdas_refuses_what_needs_soft_weights_or_the_hessian():
 
 # -- DrNAS --------------------------------------------------------------------------------------
 def drnas(alpha: torch.Tensor):
-    r = build_relaxation({"name": "drnas", "kl_scale": 0.0}, {"cell": [[0]]})
+    r = build_relaxation(OmegaConf.load(CONF / "relaxation" / "drnas.yaml"), {"cell": [[0]]})
     return r, SimpleNamespace(alphas={"cell": alpha})
 
 
@@ -267,7 +262,8 @@ def test_drnas_kl_to_the_uniform_prior_by_hand():
             d[i, j] = eps
             fd[i, j] = (by_hand(alpha + d) - by_hand(alpha - d)) / (2 * eps)
     assert torch.allclose(g, fd, atol=1e-6)
-    r = build_relaxation({"name": "drnas", "kl_scale": 0.5}, {"cell": [[0]]})
+    r = build_relaxation(OmegaConf.merge(OmegaConf.load(CONF / "relaxation" / "drnas.yaml"), {"kl_scale": 0.5}),
+                         {"cell": [[0]]})
     assert torch.allclose(r.arch_loss(SimpleNamespace(alphas={"cell": alpha})), 0.5 * by_hand(alpha))
 
 
