@@ -6,16 +6,19 @@ one `conf/relaxation/<name>.yaml` and one import below.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from nasctl.config import validate
 from nasctl.errors import NasctlError
 from nasctl.relaxations import darts, drnas, gdas, pc_darts  # noqa: F401  (register)
-from nasctl.relaxations.base import RELAXATIONS, CellMix, EdgeMix, NodeEdges, Params, Relaxation
+from nasctl.relaxations.base import RELAXATIONS, CellMix, EdgeMix, Params, Relaxation
 
-__all__ = ["RELAXATIONS", "CellMix", "EdgeMix", "NodeEdges", "Params", "Relaxation", "build_relaxation"]
+if TYPE_CHECKING:
+    from nasctl.spaces.base import NodeEdges
+
+__all__ = ["RELAXATIONS", "CellMix", "EdgeMix", "Params", "Relaxation", "build_relaxation"]
 
 
 def build_relaxation(node: Any, node_edges: NodeEdges) -> Relaxation:

@@ -26,10 +26,9 @@ from nasctl.errors import NasctlError
 from nasctl.registry import Registry
 
 if TYPE_CHECKING:
-    from nasctl.spaces.base import MixedOp, Supernet
+    from nasctl.spaces.base import MixedOp, NodeEdges, Supernet
 
 Params = Mapping[str, torch.Tensor]  # name -> architecture parameter (the keys of alphas.npz)
-NodeEdges = Mapping[str, Sequence[Sequence[int]]]  # per cell type, the alpha rows entering each node
 
 
 @dataclass

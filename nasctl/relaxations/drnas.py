@@ -23,10 +23,10 @@ from omegaconf import MISSING
 from torch.distributions import Dirichlet, kl_divergence
 
 from nasctl.errors import NasctlError
-from nasctl.relaxations.base import RELAXATIONS, NodeEdges, Relaxation, RelaxationConfig, RelaxationDef
+from nasctl.relaxations.base import RELAXATIONS, Relaxation, RelaxationConfig, RelaxationDef
 
 if TYPE_CHECKING:
-    from nasctl.spaces.base import Supernet
+    from nasctl.spaces.base import NodeEdges, Supernet
 
 
 @dataclass

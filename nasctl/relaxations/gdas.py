@@ -20,18 +20,10 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 
 from nasctl.errors import NasctlError
-from nasctl.relaxations.base import (
-    RELAXATIONS,
-    CellMix,
-    EdgeMix,
-    NodeEdges,
-    Relaxation,
-    RelaxationConfig,
-    RelaxationDef,
-)
+from nasctl.relaxations.base import RELAXATIONS, CellMix, EdgeMix, Relaxation, RelaxationConfig, RelaxationDef
 
 if TYPE_CHECKING:
-    from nasctl.spaces.base import MixedOp, Supernet
+    from nasctl.spaces.base import MixedOp, NodeEdges, Supernet
 
 
 @dataclass

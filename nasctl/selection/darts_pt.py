@@ -310,9 +310,8 @@ class DartsPT:
         return self.genotype()
 
     def genotype(self) -> G.Genotype:
-        """The space's derive rule on the projected weights (their logs, which its softmax maps back to them)."""
-        weights = self.weights()
-        return self.space.derive({k: torch.log(w.float().cpu().clamp_min(1e-12)) for k, w in weights.items()}, self.scfg)
+        """The space's derive rule ranking the projected weights themselves."""
+        return self.space.derive({k: w.detach().float().cpu() for k, w in self.weights().items()}, self.scfg)
 
 
 def describe(record: dict[str, Any]) -> str:

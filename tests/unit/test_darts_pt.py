@@ -43,7 +43,7 @@ class Toy(Supernet):
             self.alphas["cell"].copy_(torch.tensor([[0.0, 0.0, 0.5]]))  # argmax would keep `const`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.edge(x, self.mixing()["cell"][0]).flatten(1)
+        out = self.edge(x, self.edge_mix()["cell"][0]).flatten(1)
         return torch.cat([out, -out], 1)
 
 
