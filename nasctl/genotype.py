@@ -186,7 +186,8 @@ def parse(text: str) -> Genotype:
         try:
             return from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
-            raise NasctlError(f"Malformed genotype JSON: {exc}.") from None
+            raise NasctlError(f"Malformed genotype JSON: {exc}; expected {{\"normal\": [[\"sep_conv_3x3\", 0], ...], "
+                              '"normal_concat": [2, 3, 4, 5], "reduce": [...], "reduce_concat": [...]}.') from None
     try:
         call = ast.parse(text, mode="eval").body
         if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Genotype"):

@@ -94,10 +94,21 @@ def test_genotype_literal_pasted_into_retrain(cli):
     assert "Genotype(normal=[('sep_conv_3x3', 0)" in out
 
 
-def test_an_unreadable_pasted_genotype_says_what_was_expected(cli):
-    code, _, err = cli("evaluate", "genotype=Genotype(normal=[('sep_conv_3x3', 0)", *PROFILE)
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["genotype=Genotype(normal=[('sep_conv_3x3', 0)"], "expected JSON, a Genotype(...) literal or an NB201 arch string"),
+        (['genotype={"normal": [['], 'expected {"normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5]'),
+        (["space=nb201", "genotype=|foo~0|"], "expected a string like |nor_conv_3x3~0|+|skip_connect~0|none~1|+|"),
+    ],
+    ids=["literal", "json", "arch_string"],
+)
+def test_an_unreadable_pasted_genotype_says_what_was_expected(cli, request, args, expected):
+    if "space=nb201" in args:
+        request.getfixturevalue("nb201_table")
+    code, _, err = cli("evaluate", *args, *PROFILE)
     assert code == 2
-    assert "expected JSON, a Genotype(...) literal or an NB201 arch string" in one_paragraph(err)
+    assert expected in one_paragraph(err)
 
 
 # -- 2. the promised forms ------------------------------------------------------------------------
