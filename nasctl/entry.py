@@ -55,7 +55,9 @@ def pick_run_dir(run_root: str, kind: str, resume: Any) -> str:
             raise NasctlError(f"resume=true: no unfinished {kind} run under {Path(run_root, kind)}.")
         return str(unfinished[-1].path)
     if not Path(str(resume), "manifest.json").is_file():
-        raise NasctlError(f"resume={resume}: not a nasctl run directory (no manifest.json).")
+        hint = " (a run stopped before it wrote its manifest has nothing to resume: start it again)" \
+            if Path(str(resume)).is_dir() else ""
+        raise NasctlError(f"resume={resume}: not a nasctl run directory (no manifest.json){hint}.")
     return str(resume)
 
 

@@ -137,7 +137,7 @@ def test_evaluate_dataset_imagenet_builds_the_imagenet_network(cli):
         ("retrain", ["space=nb201", "genotype=darts_v2"], "space=nb201: nasctl retrain has no config group 'space'"),
         ("search", ["stabilizer=bogus"], "stabilizer=bogus: no such option; stabilizer is one of amended,"),
         ("search", ["hydra.run.dir=a b("], "cannot read the override 'hydra.run.dir=a b('"),
-        ("search", ["resume=not_a_run"], "resume=not_a_run: not a nasctl run directory (no manifest.json)."),
+        ("search", ["resume=not_a_run"], "resume=not_a_run: not a nasctl run directory (no manifest.json) (a run stopped before it wrote its manifest"),
         ("search", ["stabilizer=[sdarts_rs,sdarts_adv]"], "stabilizer=[sdarts_rs,sdarts_adv] cannot be combined"),
     ],
     ids=["type", "unknown_key", "group_of_another_stage", "unknown_option", "grammar", "resume_not_a_run", "literal"],
