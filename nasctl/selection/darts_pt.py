@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nasctl import genotype as G
 from nasctl.config import validate
 from nasctl.errors import NasctlError
+from nasctl.relaxations import build_relaxation
 from nasctl.search.stage import SearchLoop, cycle_batches
 from nasctl.selection.base import SELECTIONS, Selection
 from nasctl.spaces import Space, Supernet
@@ -91,10 +92,11 @@ class TuneLoop(SearchLoop):
         self.tune_schedule = cfg.lr_schedule
 
     def lr(self, epoch: int) -> float:
-        """Fine-tuning epoch `epoch`: PT's SGD restarted at lr/10, cosine to lr_min over the fine-tuning (or constant)."""
+        """Epoch `epoch` (numbered on after the search's): PT's SGD restarted at lr/10, cosine to lr_min (or constant)."""
         if self.tune_schedule == "constant":
             return self.tune_lr
-        return self.tune_lr_min + (self.tune_lr - self.tune_lr_min) * (1 + math.cos(math.pi * epoch / self.tune_total)) / 2
+        t = epoch - self.hp.epochs
+        return self.tune_lr_min + (self.tune_lr - self.tune_lr_min) * (1 + math.cos(math.pi * t / self.tune_total)) / 2
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class DartsPT:
     # -- evaluation ------------------------------------------------------------------------------
     def weights(self) -> Weights:
         """The supernet's current projected mixing weights (detached)."""
-        with torch.no_grad():
+        with torch.no_grad(), self.model.relaxation.deterministic():  # DrNAS: the Dirichlet mean, not a draw
             return {k: w.detach().clone() for k, w in self.projector(self.model.mixing()).items()}
 
     def accuracy(self, weights: Weights) -> float:
@@ -224,17 +226,17 @@ class DartsPT:
     def tune_epoch(self) -> float:
         """One epoch of the search's own step (architecture, then weights) with the decided edges fixed."""
         loop, s = self.loop, self.loop.cfg.search
-        last = s.epochs - 1  # stabilizer schedules and drop-path stay where the search ended
+        last = s.epochs - 1  # relaxation and stabilizer schedules and drop-path stay where the search ended
+        loop.relaxation.on_epoch_start(last, s.epochs)
         loop.epoch_scalars = loop.hooks.on_epoch_start(self.model, last, s.epochs)
         self.model.set_drop_path(s.drop_path * last / max(last, 1))
-        for group in loop.w_opt.param_groups:
-            group["lr"] = loop.lr(self.tuned)
-        data_epoch = s.epochs + self.tuned  # fresh data orders after the search's
-        batches = zip(loop.train_batches.epoch(data_epoch), cycle_batches(loop.val_batches, data_epoch, 0))
+        epoch = s.epochs + self.tuned  # numbered on after the search's: fresh data orders, no warm-up
+        loop.set_lr(loop.w_opt, epoch)
+        batches = zip(loop.train_batches.epoch(epoch), cycle_batches(loop.val_batches, epoch, 0))
         loss = count = 0.0
         with self.model.mixing_projection(self.projector):
             for i, batch in enumerate(islice(batches, loop.steps_per_epoch())):
-                out = loop.step(batch, self.tuned, i)
+                out = loop.step(batch, epoch, i)
                 loss, count = loss + float(out["loss"]), count + float(out["count"])
                 self.bar.advance(self.task)
         self.model.set_drop_path(0.0)
@@ -298,8 +300,9 @@ class DartsPT:
             for r in range(self.done, len(self.rounds)):
                 while r > 0 and self.tuned < r * self.cfg.tune_epochs:
                     loss = self.tune_epoch()
+                    lr = self.loop.lr(self.loop.hp.epochs + self.tuned - 1)
                     self.say(f"DARTS-PT: fine-tuning epoch {self.tuned}/{self.cfg.tune_epochs * (len(self.rounds) - 1)}"
-                             f" train_loss={loss:.4f} lr={self.loop.lr(self.tuned - 1):.5g}")
+                             f" train_loss={loss:.4f} lr={lr:.5g}")
                     self.checkpoint()
                 for step in self.rounds[r]:
                     record = self.decide_op(step.cell) if step.kind == "op" else self.decide_node(step.cell)
@@ -322,15 +325,16 @@ def describe(record: dict[str, Any]) -> str:
     return f"{record['cell']} node {record['node']} keeps edges {record['kept_edges']}, dropped {dropped}"
 
 
-def supernet_relaxation_check(run: Run) -> None:
+def refuse_sampled(run: Run, space: Space, scfg: Any) -> None:
     """Refuse a search whose supernet does not mix all candidate ops with weights DARTS-PT can mask."""
-    relaxation = OmegaConf.select(run.config, "relaxation.name", default="darts")
-    if relaxation == "gdas":
+    relaxation = build_relaxation(run.config.get("relaxation"), space.node_edges(scfg))
+    if "mixing_weights" in relaxation.lacks:
         raise NasctlError(
-            f"selection=darts_pt cannot select from {run.path}: its supernet was searched with relaxation=gdas, which "
-            "evaluates one sampled op per edge. DARTS-PT ranks each op by the accuracy lost when its weight in a "
-            "mixture of all ops is set to zero, and a GDAS supernet was never trained to mix its ops, so that "
-            "accuracy says nothing about the op. Use selection=argmax (GDAS's own rule) for this run."
+            f"selection=darts_pt cannot select from {run.path}: its supernet was searched with "
+            f"relaxation={relaxation.cfg.name}, which does not mix every candidate op of an edge with weights that "
+            "can be set from outside (GDAS runs one sampled op per edge). DARTS-PT ranks each op by the accuracy "
+            "the supernet loses when that op's weight in the mixture is set to zero, and such a supernet was never "
+            "trained to mix its ops, so that accuracy says nothing about the op. Use selection=argmax for this run."
         )
 
 
@@ -342,7 +346,7 @@ def select(run: Run, space: Space, scfg: Any, node: Any, console: Console) -> G.
             f"selection=darts_pt needs the trained supernet of a finished search; {run.path} is "
             f"{run.manifest.get('status')}. Finish it first (nasctl search resume={run.path})."
         )
-    supernet_relaxation_check(run)
+    refuse_sampled(run, space, scfg)
     return DartsPT(run, space, scfg, cfg, console).select()
 
 
