@@ -200,7 +200,8 @@ def explain(exc: BaseException, stage: str) -> str | None:
     if isinstance(exc, OverrideParseException):
         lines = [x.strip() for x in exc.message.splitlines() if x.strip() and not x.strip().startswith(("^", "See "))]
         reason = lines[-1] if len(lines) > 1 else "a character Hydra's override grammar does not allow here"
-        return (f"cannot read the override {exc.override!r}: {reason}. Quote a value that holds spaces, brackets, "
+        return (f"cannot read the override {exc.override!r}: {reason} (an override is key=value, group=option, "
+                "+key=value or ~key). Quote a value that holds spaces, brackets, "
                 "parentheses, quotes or `|`: key='value', inside the shell's quotes \"key='value'\" (genotype= "
                 "takes an NB201 arch string or a Genotype(...) literal as printed, unquoted).")
     if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
@@ -209,6 +210,10 @@ def explain(exc: BaseException, stage: str) -> str | None:
     if isinstance(exc, ConfigCompositionException):
         head = _first_line(exc)
         cause = exc.__cause__
+        if head.startswith("Ambiguous value for argument "):
+            override = head.removeprefix("Ambiguous value for argument ").strip("'")
+            return (f"{override}: a value with commas is a sweep; add -m to run one job per value, or write "
+                    "key=[a,b] for a list and key='a,b' for a string.")
         if head.startswith("Error merging override ") and isinstance(cause, OmegaConfBaseException):
             return f"{head.removeprefix('Error merging override ')}: {_first_line(cause)}."
         if head.startswith("Could not override "):  # Hydra's advice, `+key=value`, names the override
