@@ -319,6 +319,8 @@ RANGES: dict[str, Range] = {
     "stabilizer.beta_decay.lambda_max": NONNEG, "stabilizer.beta_decay.ramp_epochs": COUNT,
     "stabilizer.amended.eta": NONNEG, "stabilizer.amended.cg_steps": COUNT,
     "stabilizer.darts_minus.beta0": NONNEG, "stabilizer.noisy.factor": NONNEG, "stabilizer.noisy.drop_path": PROB,
+    "relaxation.kl_scale": NONNEG, "relaxation.tau_max": POSITIVE, "relaxation.tau_min": POSITIVE,
+    "relaxation.partial_channels": COUNT, "relaxation.warmup": PROB,
 }
 
 

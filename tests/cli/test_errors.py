@@ -175,6 +175,8 @@ def test_an_uncreatable_run_directory_is_named(cli, tmp_path):
          "stabilizer.sdarts_rs.epsilon must be >= 0, got -0.1."),
         ("search", "stabilizer=beta_decay stabilizer.beta_decay.lambda_max=-1",
          "stabilizer.beta_decay.lambda_max must be >= 0, got -1."),
+        ("search", "relaxation=gdas relaxation.tau_min=0", "relaxation.tau_min must be > 0, got 0"),
+        ("search", "relaxation=pc_darts relaxation.partial_channels=0", "relaxation.partial_channels must be >= 1, got 0"),
         ("retrain", "retrain.lr=-0.025", "retrain.lr must be > 0, got -0.025."),
         ("retrain", "retrain.momentum=-0.9", "retrain.momentum must be in [0, 1), got -0.9."),
         ("retrain", "retrain.batch_size=0", "retrain.batch_size must be >= 1, got 0."),
