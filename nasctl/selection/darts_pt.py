@@ -12,7 +12,6 @@ decided edges fixed. The genotype is the space's derive rule on the projected we
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -32,6 +31,7 @@ from nasctl.selection.base import SELECTIONS, Selection
 from nasctl.spaces import Space, Supernet
 from nasctl.store import Run
 from nasctl.train import Trainer, seed_everything
+from nasctl.train.lifecycle import cosine_lr
 from nasctl.train.trainer import rng_state, set_rng_state
 
 CHECKPOINT = "darts_pt.pt"  # in the search run's checkpoints/, beside last.pt
@@ -95,8 +95,7 @@ class TuneLoop(SearchLoop):
         """Epoch `epoch` (numbered on after the search's): PT's SGD restarted at lr/10, cosine to lr_min (or constant)."""
         if self.tune_schedule == "constant":
             return self.tune_lr
-        t = epoch - self.hp.epochs
-        return self.tune_lr_min + (self.tune_lr - self.tune_lr_min) * (1 + math.cos(math.pi * t / self.tune_total)) / 2
+        return cosine_lr(epoch - self.hp.epochs, self.tune_total, self.tune_lr, self.tune_lr_min)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def test_nb201_derive_with_fine_tuning_resumes_after_a_kill(tmp_path, fashion) -
     ref = nasctl_cli(*args, cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     assert ref.stdout.count("fine-tuning epoch") == 2 * 5 and ref.stdout.count("decision round") == 6
+    # PT restarts the weight SGD at lr/10 = 0.0025 and anneals it (cosine) to lr_min = 0.001 over the 10 epochs
+    lrs = [float(line.split("lr=")[1]) for line in ref.stdout.splitlines() if "fine-tuning epoch" in line]
+    assert lrs == pytest.approx([0.001 + 0.0015 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(10)], rel=1e-4)
     reference = (run / "genotype_darts_pt.json").read_text()
     state = torch.load(run / "checkpoints" / "darts_pt.pt", weights_only=False)
     assert sorted(r["edge"] for r in state["log"]) == list(range(6))  # every edge decided once
