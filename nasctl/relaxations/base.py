@@ -3,12 +3,14 @@
 A relaxation is a module attached to the supernet (`model.relaxation`). It owns the architecture
 parameters (the supernet's per-cell logits `alphas` plus any it adds, found by identity), turns them
 into per-edge op weights (`mixing`), says what each edge gets (`edge_mix`) and how it evaluates its
-candidates (the `evaluate` it installs on every MixedOp), and supplies schedules, a regulariser, a warm-up and the scores the
-space's derive rule ranks. Every default is plain DARTS: softmax(alpha), all candidates evaluated.
+candidates (the `evaluate` it installs on every MixedOp), and supplies schedules, a regulariser, a
+warm-up and the scores the space's derive rule ranks. Every default is plain DARTS: softmax(alpha),
+all candidates evaluated.
 
 Composition: the search declares what it needs (`arch_hessian` for second order, Amended and the
-Hessian diagnostic; `mixing_weights` for SDARTS's perturbation of them), and a relaxation lists in
-`lacks` what it cannot give, with the reason; `refuse` turns a clash into a NasctlError before work starts.
+Hessian diagnostic; `mixing_weights` for SDARTS's perturbation of them), a relaxation lists in
+`lacks` what it cannot give with the reason, and `refuse` turns a clash into a NasctlError before
+work starts.
 """
 
 from __future__ import annotations
