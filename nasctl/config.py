@@ -108,8 +108,12 @@ class DiagnosticsConfig:
 
 
 @dataclass
-class BenchmarkConfig:
-    nb201: Optional[str] = MISSING  # path of the NAS-Bench-201 accuracy table (CSV or .pickle)
+class PathsConfig:
+    """Where runs, datasets and benchmark tables live (conf/paths/default.yaml)."""
+
+    run_root: str = MISSING  # run directories: <run_root>/<stage>/<time>-<id>/
+    data: str = MISSING  # datasets: <data>/<name>
+    nb201: Optional[str] = MISSING  # path of the NAS-Bench-201 accuracy table (CSV or .pickle); null = no lookup
 
 
 @dataclass
@@ -117,7 +121,7 @@ class RunConfig:
     """What every stage that trains (search, retrain) has: seed, run store, data, trainer."""
 
     seed: int = MISSING
-    run_root: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
     resume: Any = MISSING  # false | true (latest interrupted run) | a run directory
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -130,16 +134,14 @@ class SearchConfig(RunConfig):
     stabilizer: dict[str, Any] = field(default_factory=dict)
     search: SearchParams = field(default_factory=SearchParams)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
 @dataclass
 class DeriveConfig:
     run: str = MISSING  # latest | a search run directory
-    run_root: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
     epoch: Optional[int] = MISSING  # derive from this epoch's alphas instead of the last
     selection: Any = MISSING  # conf/selection/<name>.yaml: argmax (the space's rule) | darts_pt
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
 @dataclass
@@ -179,7 +181,7 @@ class LatencyConfig:
 @dataclass
 class EvaluateConfig:
     run: Optional[str] = MISSING  # latest | a retrain run directory; null = score `genotype` untrained
-    run_root: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
     checkpoint: str = MISSING  # best | last | a checkpoint file
     genotype: Optional[str] = MISSING  # as retrain's genotype=, used without a run
     space: Any = None  # the space `genotype` belongs to (space=nb201: look it up in the benchmark)
@@ -189,13 +191,12 @@ class EvaluateConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     retrain: RetrainParams = field(default_factory=RetrainParams)  # its `net` builds the network without a run
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
 
 @dataclass
 class ReportConfig:
     dir: str = MISSING  # latest | a sweep directory | a search run directory
-    run_root: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
     out: Optional[str] = MISSING  # where the table and plots go; null = <dir>/report
     plots: bool = MISSING
     curves: list[str] = MISSING  # metrics.jsonl keys plotted over epochs, one line per method

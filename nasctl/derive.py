@@ -54,9 +54,9 @@ def benchmark_table(accuracies: dict[str, float]) -> Table:
 def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Derive, save and print the genotype of a search run; returns what was shown."""
     console = console or Console()
-    run = resolve_run(cfg.run, cfg.run_root, "search")
+    run = resolve_run(cfg.run, cfg.paths.run_root, "search")
     space, scfg = space_config(run.config.space)
-    bench = table_for(space.genotype, cfg.benchmark)
+    bench = table_for(space.genotype, cfg.paths)
     if cfg.selection.name == "argmax":
         kept = (run.manifest.get("early_stop") or {}).get("genotype_epoch")  # DARTS-ES: the epoch it kept
         params, epoch = alphas_at(run, cfg.epoch if cfg.epoch is not None else kept)
@@ -80,6 +80,6 @@ def run_derive(cfg: DictConfig, console: Console | None = None) -> dict[str, Any
         console.print(benchmark_table(result["benchmark"]))
         console.print(f"(after the benchmark's 200-epoch training; looked up in {bench.path})", soft_wrap=True)
     elif space.genotype.benchmark is not None:
-        console.print(f"Benchmark accuracies: set benchmark.{space.genotype.benchmark}=<table.csv> "
+        console.print(f"Benchmark accuracies: set paths.{space.genotype.benchmark}=<table.csv> "
                       "(or $NASCTL_NB201) to look them up.")
     return result

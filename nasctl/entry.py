@@ -39,8 +39,9 @@ from nasctl.train import distributed
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 3
 
 
-def new_run_dir(run_root: str, kind: str, resume: Any) -> str:
-    """A fresh unique run directory, or the one `resume=` points at; under torchrun, rank 0's on every rank."""
+def stage_run_dir(run_root: str, kind: str, resume: Any) -> str:
+    """`${nasctl_run_dir:}`: a fresh unique run directory, or the one `resume=` points at; under torchrun,
+    rank 0's on every rank."""
     return distributed.from_main(pick_run_dir(run_root, kind, resume))
 
 
@@ -62,7 +63,7 @@ def pick_run_dir(run_root: str, kind: str, resume: Any) -> str:
 
 
 if not OmegaConf.has_resolver("nasctl_run_dir"):
-    OmegaConf.register_new_resolver("nasctl_run_dir", new_run_dir, use_cache=False)
+    OmegaConf.register_new_resolver("nasctl_run_dir", stage_run_dir, use_cache=False)
 register_schemas()
 console = Console(stderr=True)
 
@@ -228,7 +229,7 @@ def explain(exc: BaseException, stage: str) -> str | None:
         return f"{key}: {_first_line(exc)}" if key else _first_line(exc)
     if isinstance(exc, OSError):
         return (f"cannot create or write {exc.filename or 'the run directory'}: {exc.strerror or exc}; choose a "
-                "writable place with hydra.run.dir=<dir> (or run_root=<dir>).")
+                "writable place with hydra.run.dir=<dir> (or paths.run_root=<dir>).")
     if isinstance(exc, ValueError):  # Hydra's own flag checks, e.g. `-m` together with `--cfg`
         return str(exc)
     return None

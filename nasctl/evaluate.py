@@ -108,7 +108,7 @@ def model_weights(run: Run, checkpoint: str) -> tuple[dict[str, torch.Tensor], i
 
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     """Test accuracy and profile of a retrain run's checkpoint; saved as evaluation.json in the run."""
-    run = resolve_run(cfg.run, cfg.run_root, "retrain")
+    run = resolve_run(cfg.run, cfg.paths.run_root, "retrain")
     rcfg, (device, autocast) = run.config, device_and_autocast(cfg.trainer)
     genotype = G.load(run.path / "genotype.json")
     model = build_eval_network(genotype, rcfg.dataset, rcfg.retrain.net, auxiliary=rcfg.retrain.auxiliary_weight > 0)
@@ -141,10 +141,10 @@ def evaluate_genotype(cfg: DictConfig, genotype: G.Genotype) -> dict[str, Any]:
             f"{SPACES.get(cfg.space.name).genotype.what}."
         )
     if kind.benchmark is not None:
-        bench = table_for(kind, cfg.benchmark)
+        bench = table_for(kind, cfg.paths)
         if bench is None:
             raise NasctlError(f"Scoring {kind.what} needs its benchmark table: set "
-                              f"benchmark.{kind.benchmark}=<table.csv> (or $NASCTL_NB201).")
+                              f"paths.{kind.benchmark}=<table.csv> (or $NASCTL_NB201).")
         return {"space": genotype.space, "genotype": str(genotype), "benchmark": bench.accuracies(str(genotype)),
                 "table": str(bench.path)}
     check_recipe(cfg.dataset, cfg.retrain.net)
@@ -186,7 +186,7 @@ def run_evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, A
     if cfg.run is not None:
         result = evaluate_run(cfg)
     elif cfg.genotype is not None:
-        result = evaluate_genotype(cfg, G.resolve_genotype(cfg.genotype, cfg.run_root))
+        result = evaluate_genotype(cfg, G.resolve_genotype(cfg.genotype, cfg.paths.run_root))
     else:
         raise NasctlError("evaluate needs run=<retrain run dir | latest> or genotype=<zoo name | file | literal>.")
     if cfg.output == "json":

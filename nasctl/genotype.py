@@ -97,7 +97,7 @@ class ArchString:
     space: str = "nb201"
 
     what: ClassVar[str] = "an NB201 arch string"
-    benchmark: ClassVar[str | None] = "nb201"  # the `benchmark.<key>` table that scores it
+    benchmark: ClassVar[str | None] = "nb201"  # the `paths.<key>` table that scores it
     inputs_per_node: ClassVar[int | None] = None  # every edge is kept; `none` is an op like the others
 
     def short(self) -> str:

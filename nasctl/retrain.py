@@ -80,7 +80,7 @@ class RetrainLoop(StageLoop):
                 f"retrain needs genotype=: a published one ({', '.join(G.ZOO)}), `latest` (the latest search), "
                 "a genotype.json, a search run directory or a literal."
             )
-        genotype = check_genotype(G.resolve_genotype(cfg.genotype, cfg.run_root))
+        genotype = check_genotype(G.resolve_genotype(cfg.genotype, cfg.paths.run_root))
         check_params(cfg)
         if distributed.is_main():  # before the manifest: a run killed at any point after it can resume
             atomic_write(run_dir / "genotype.json", G.dumps(genotype).encode())

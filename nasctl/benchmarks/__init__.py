@@ -10,6 +10,6 @@ __all__ = ["Nb201Table", "load_table", "table_for"]
 
 
 def table_for(genotype: type, cfg: Any) -> Nb201Table | None:
-    """The table that scores genotypes of type `genotype` when `cfg` (a BenchmarkConfig) names one, else None."""
+    """The table that scores genotypes of type `genotype` when `cfg` (the `paths` config) names one, else None."""
     key = genotype.benchmark
     return load_table(cfg[key]) if key is not None and cfg[key] else None

@@ -106,7 +106,7 @@ def read_nats(path: Path) -> NatsRows:
     except ImportError:
         raise NasctlError(
             f"{path} is not a .csv table, so it is read as an official NATS-Bench file, which needs the "
-            "optional nats_bench package: pip install nasctl[nats] (or point benchmark.nb201 at the CSV table)."
+            "optional nats_bench package: pip install nasctl[nats] (or point paths.nb201 at the CSV table)."
         ) from None
     try:
         return NatsRows(nats_bench.create(str(path), "tss", fast_mode=path.is_dir(), verbose=False))
@@ -118,7 +118,7 @@ def read_nats(path: Path) -> NatsRows:
 def _load(path: Path) -> Nb201Table:
     if not path.exists():
         raise NasctlError(
-            f"NAS-Bench-201 table {path} does not exist. Set benchmark.nb201=<file> (or $NASCTL_NB201) to the "
+            f"NAS-Bench-201 table {path} does not exist. Set paths.nb201=<file> (or $NASCTL_NB201) to the "
             "benchmark's CSV table or an official NATS-Bench topology file."
         )
     return Nb201Table(path, read_csv(path) if path.suffix.lower() == ".csv" else read_nats(path))

@@ -53,7 +53,7 @@ def figures(runs: list[SearchRun], curves: list[str], out: Path) -> dict[str, li
 def run_report(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Collect the search runs under `cfg.dir`, print the tables, write CSV/Markdown/PNGs; returns the tables."""
     console = console or Console(width=None if sys.stdout.isatty() else 240)  # a log file gets whole rows
-    root = resolve_dir(cfg.dir, cfg.run_root)
+    root = resolve_dir(cfg.dir, cfg.paths.run_root)
     if not root.is_dir():
         raise NasctlError(f"dir={cfg.dir}: {root} is not a directory.")
     runs = collect(root)

@@ -54,15 +54,15 @@ class SearchLoop(StageLoop):
 
     @classmethod
     def prepare(cls, cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
-        check_params(cfg)
         relaxation_of(cfg).refuse(requirements(cfg, Stabilizers(cfg.stabilizer)))  # before the run directory exists
         return {}
 
     def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run) -> None:
+        check_params(cfg)  # in the run: a sweep job with a bad setting leaves a `failed` manifest saying why
         super().__init__(cfg, trainer, run)
         s = self.hp
         self.space, self.space_cfg = space_config(cfg.space)
-        self.bench = table_for(self.space.genotype, cfg.benchmark)  # NB201: log the argmax arch's accuracy
+        self.bench = table_for(self.space.genotype, cfg.paths)  # NB201: log the argmax arch's accuracy
         self.hooks = Stabilizers(cfg.stabilizer)
         self.relaxation = relaxation_of(cfg)
         data = load_split(cfg.dataset, "train", trainer.device)

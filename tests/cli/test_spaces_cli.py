@@ -45,12 +45,12 @@ def test_nb201_search_logs_and_derive_prints_benchmark_accuracy(tmp_path, fashio
         assert f"{acc:.2f}" in derive.stdout
     assert "cifar10" in derive.stdout and "imagenet16_120" in derive.stdout
 
-    unset = nasctl("derive", "run=latest", "benchmark.nb201=null", cwd=tmp_path)
-    assert unset.returncode == 0 and "benchmark.nb201=" in unset.stdout and "NASCTL_NB201" in unset.stdout
+    unset = nasctl("derive", "run=latest", "paths.nb201=null", cwd=tmp_path)
+    assert unset.returncode == 0 and "paths.nb201=" in unset.stdout and "NASCTL_NB201" in unset.stdout
 
 
 def test_nb201_with_a_missing_table_fails_before_training(tmp_path, fashion):
-    out = nasctl("search", "space=nb201", "space.N=1", *TINY, f"benchmark.nb201={tmp_path}/none.csv", cwd=tmp_path)
+    out = nasctl("search", "space=nb201", "space.N=1", *TINY, f"paths.nb201={tmp_path}/none.csv", cwd=tmp_path)
     assert out.returncode == 2 and "none.csv does not exist" in out.stderr and "Traceback" not in out.stderr
     assert not list(tmp_path.glob("runs/search/*/checkpoints/*.pt"))
 

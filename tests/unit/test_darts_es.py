@@ -90,7 +90,7 @@ def test_a_real_search_stops_and_keeps_the_named_epoch(tmp_path, fashion) -> Non
     # every epoch's eigenvalue, one-value averages, any growth stops: the rule fires after epoch 1 and keeps epoch 0
     es = ["stabilizer=darts_es", "stabilizer.darts_es.ev_every=1", "stabilizer.darts_es.window=1",
         "stabilizer.darts_es.delta=1", "stabilizer.darts_es.start_epoch=0", "stabilizer.darts_es.factor=1e-9"]
-    tiny = [a for a in TINY_SEARCH if not a.startswith("space.layers")] + ["space=nb201", "space.N=1", "benchmark.nb201=null"]
+    tiny = [a for a in TINY_SEARCH if not a.startswith("space.layers")] + ["space=nb201", "space.N=1", "paths.nb201=null"]
     out = nasctl_cli("search", *tiny, "search.epochs=4", *es, "hydra.run.dir=es", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     run = tmp_path / "es"
@@ -103,7 +103,7 @@ def test_a_real_search_stops_and_keeps_the_named_epoch(tmp_path, fashion) -> Non
     assert [m["epoch"] for m in metrics] == [0, 1]  # ended cleanly after epoch 1 of 4
     kept = G.load(run / "genotype.json")
     assert str(kept) == metrics[0]["genotype"] and G.from_dict(manifest["genotype"]) == kept
-    derived = nasctl_cli("derive", "run=es", "benchmark.nb201=null", cwd=tmp_path)  # argmax at the kept epoch, not the last
+    derived = nasctl_cli("derive", "run=es", "paths.nb201=null", cwd=tmp_path)  # argmax at the kept epoch, not the last
     assert derived.returncode == 0 and "(epoch 0)" in derived.stdout and G.load(run / "genotype.json") == kept
     report = nasctl_cli("report", "dir=es", "plots=false", cwd=tmp_path)
     assert report.returncode == 0, report.stderr

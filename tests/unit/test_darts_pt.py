@@ -107,7 +107,7 @@ def test_plan_is_one_edge_per_cell_type_per_round_then_the_nodes(name: str, roun
 
 
 # -- real tiny derives -------------------------------------------------------------------------------
-NB201 = [a for a in TINY_SEARCH if not a.startswith("space.layers")] + ["space=nb201", "space.N=1", "benchmark.nb201=null"]
+NB201 = [a for a in TINY_SEARCH if not a.startswith("space.layers")] + ["space=nb201", "space.N=1", "paths.nb201=null"]
 
 
 def search(tmp_path, name: str, *args: str):
@@ -133,7 +133,7 @@ def test_darts_space_derive_without_fine_tuning(tmp_path, fashion) -> None:
 def test_nb201_derive_with_fine_tuning_resumes_after_a_kill(tmp_path, fashion) -> None:
     run = search(tmp_path, "n", *NB201)
     args = ["derive", "run=n", "selection=darts_pt", "selection.tune_epochs=2", "selection.eval_batches=2",
-            "benchmark.nb201=null"]
+            "paths.nb201=null"]
     ref = nasctl_cli(*args, cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     assert ref.stdout.count("fine-tuning epoch") == 2 * 5 and ref.stdout.count("decision round") == 6

@@ -22,7 +22,10 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 def config(dataset: str, root: Path | str | None = None, **overrides):
     """conf/dataset/<dataset>.yaml merged into the DatasetConfig schema, with root and other fields overridden."""
-    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), OmegaConf.load(CONF / f"{dataset}.yaml"), overrides)
+    node = OmegaConf.load(CONF / f"{dataset}.yaml")
+    paths = OmegaConf.load(CONF.parent / "paths" / "default.yaml")  # a dataset's root sits under paths.data
+    node.root = OmegaConf.create({"paths": paths, "root": OmegaConf.to_container(node)["root"]}).root
+    cfg = OmegaConf.merge(OmegaConf.structured(DatasetConfig), node, overrides)
     if root is not None:
         cfg.root = str(root)
     return cfg

@@ -12,7 +12,7 @@ from torch import nn
 
 from nasctl import genotype as G
 from nasctl.benchmarks import load_table, table_for
-from nasctl.config import BenchmarkConfig
+from nasctl.config import PathsConfig
 from nasctl.errors import NasctlError
 from nasctl.spaces import SPACES, MixedOp, space_config
 from nasctl.spaces.nb201 import EDGES, Nb201Supernet, ResNetBlock, SearchCell
@@ -182,10 +182,10 @@ def test_table_is_cached_per_path(table):
 
 
 def test_table_for_only_nb201_with_a_configured_path(table):
-    with_path = OmegaConf.structured(BenchmarkConfig(nb201=str(NB201_TABLE)))
+    with_path = OmegaConf.structured(PathsConfig(run_root="runs", data="data", nb201=str(NB201_TABLE)))
     assert table_for(G.ArchString, with_path) is table
     assert table_for(G.CellGenotype, with_path) is None
-    assert table_for(G.ArchString, OmegaConf.structured(BenchmarkConfig(nb201=None))) is None
+    assert table_for(G.ArchString, OmegaConf.structured(PathsConfig(run_root="runs", data="data", nb201=None))) is None
 
 
 def test_unknown_arch_names_the_table(table):
@@ -207,7 +207,7 @@ def write_csv(path, header, rows):
 
 
 def test_missing_table_is_a_clear_error(tmp_path):
-    with pytest.raises(NasctlError, match=r"missing\.csv does not exist.*benchmark\.nb201"):
+    with pytest.raises(NasctlError, match=r"missing\.csv does not exist.*paths\.nb201"):
         load_table(tmp_path / "missing.csv")
 
 

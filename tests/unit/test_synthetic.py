@@ -75,13 +75,13 @@ def test_unknown_shape_of_is_a_user_error():
 @pytest.mark.slow
 def test_search_and_retrain_run_on_synthetic_data_and_say_so(tmp_path):
     data = ["dataset=synthetic", "dataset.subset=64", "dataset.test_subset=32"]
-    res = nasctl("search", *TINY_SEARCH, *data, f"run_root={tmp_path}/runs", cwd=tmp_path)
+    res = nasctl("search", *TINY_SEARCH, *data, f"paths.run_root={tmp_path}/runs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "dataset=synthetic: random images, not real data" in res.stderr
     (run,) = (tmp_path / "runs/search").iterdir()
     assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
     res = nasctl("retrain", "experiment=quickstart", *data, "genotype=darts_v2", "retrain.epochs=1",
                  "retrain.steps_per_epoch=1", "retrain.batch_size=16", "retrain.net.C=4", "retrain.net.layers=2",
-                 "trainer.progress=false", f"run_root={tmp_path}/runs", cwd=tmp_path)
+                 "trainer.progress=false", f"paths.run_root={tmp_path}/runs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "dataset=synthetic: random images, not real data (64 x 3x32x32" in res.stderr
