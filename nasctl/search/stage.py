@@ -54,11 +54,11 @@ class SearchLoop(StageLoop):
 
     @classmethod
     def prepare(cls, cfg: DictConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+        check_params(cfg)
         relaxation_of(cfg).refuse(requirements(cfg, Stabilizers(cfg.stabilizer)))  # before the run directory exists
         return {}
 
     def __init__(self, cfg: DictConfig, trainer: Trainer, run: Run) -> None:
-        check_params(cfg)  # in the run: a sweep job with a bad setting leaves a `failed` manifest saying why
         super().__init__(cfg, trainer, run)
         s = self.hp
         self.space, self.space_cfg = space_config(cfg.space)

@@ -12,6 +12,7 @@ from omegaconf import MISSING, OmegaConf
 from nasctl import conf_dir
 from nasctl import config as C
 from nasctl.config import register_schemas
+from nasctl.relaxations import RELAXATIONS
 from nasctl.selection.darts_pt import DartsPTConfig
 from nasctl.spaces import SPACES
 from nasctl.stabilizers import STABILIZERS
@@ -23,6 +24,7 @@ SCHEMAS = {
                                      C.BenchConfig, C.BenchCase, C.SpeedSwitches)},
     **{f"space {n}": SPACES.get(n).schema for n in SPACES.names()},
     **{f"stabilizer {n}": STABILIZERS.get(n).schema for n in STABILIZERS.names()},
+    **{f"relaxation {n}": RELAXATIONS.get(n).schema for n in RELAXATIONS.names()},
     "selection darts_pt": DartsPTConfig,
 }
 
@@ -66,6 +68,7 @@ CASES = [
     *[("search", [f"dataset={d}"]) for d in options("dataset")],
     *[("search", [f"trainer={t}"]) for t in options("trainer")],
     *[("search", [f"stabilizer={s}"]) for s in options("stabilizer")],
+    *[("search", [f"relaxation={r}"]) for r in options("relaxation")],
     *[("search", [f"experiment={e}"]) for e in options("experiment")],
     *[("retrain", [f"recipe={r}"]) for r in options("recipe")],
     ("retrain", ["experiment=quickstart"]),
