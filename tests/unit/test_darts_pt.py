@@ -172,7 +172,7 @@ def test_nb201_derive_with_fine_tuning_resumes_after_a_kill(tmp_path, fashion) -
 def test_any_relaxation_that_mixes_all_ops_and_gdas_refused(tmp_path, fashion, relaxation: str) -> None:
     run = search(tmp_path, "r", *NB201, f"relaxation={relaxation}")
     out = nasctl_cli("derive", "run=r", "selection=darts_pt", "selection.tune_epochs=1", "selection.eval_batches=1",
-                     "benchmark.nb201=null", cwd=tmp_path)
+                     "paths.nb201=null", cwd=tmp_path)
     if relaxation == "gdas":
         assert out.returncode == 2 and "relaxation=gdas" in out.stderr and "selection=argmax" in out.stderr
         assert not (run / "genotype_darts_pt.json").exists() and "Traceback" not in out.stderr
