@@ -16,7 +16,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 # The shared NAS-Bench-201 table, read in place (never copied into the repository); $NASCTL_NB201 overrides.
-NB201_TABLE = Path(os.environ.get("NASCTL_NB201") or REPO.parent / "shared/benchmarks/nb201/nats_tss_test_acc_200ep.csv")
+# Resolved, as nasctl resolves the paths it prints: a ../shared that is a symbolic link compares equal.
+NB201_TABLE = Path(os.environ.get("NASCTL_NB201") or REPO.parent / "shared/benchmarks/nb201/nats_tss_test_acc_200ep.csv").resolve()
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 # A search that takes seconds on 2 CPU cores: Fashion-MNIST subset, tiny supernet, two steps.
