@@ -200,6 +200,7 @@ class ReportConfig:
     out: Optional[str] = MISSING  # where the table and plots go; null = <dir>/report
     plots: bool = MISSING
     curves: list[str] = MISSING  # metrics.jsonl keys plotted over epochs, one line per method
+    baseline: Optional[str] = MISSING  # the method every other is paired with, seed by seed; null = no pairing
 
 
 @dataclass

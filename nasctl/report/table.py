@@ -1,4 +1,5 @@
-"""The report's numbers: one row per search run, and mean ± std per method over seeds."""
+"""The report's numbers: one row per search run, mean ± std per method over seeds, and each method paired
+seed by seed with a baseline method."""
 
 from __future__ import annotations
 
@@ -85,6 +86,10 @@ RUN_COLUMNS = (
 )
 GROUP = ("method", "space", "dataset")
 SUMMARY_COLUMNS = (*RUN_COLUMNS[:1], *RUN_COLUMNS[2:4], Column("runs", "runs"), *METRICS, RUN_COLUMNS[-1])
+SIGNED = {"val_acc": "+.2f", "skip_count": "+.3g", "hessian_eig": "+.3g"}  # a difference shows its sign; bench: +.2f
+DELTAS = tuple(Column(c.key, f"Δ {c.header}", num(SIGNED.get(c.key, "+.2f"))) for c in METRICS)
+PAIRED_COLUMNS = (*RUN_COLUMNS[:4], *DELTAS)
+PAIRED_SUMMARY_COLUMNS = (*SUMMARY_COLUMNS[:3], Column("runs", "pairs"), *DELTAS)
 
 
 def rows(runs: list[SearchRun]) -> list[dict[str, Any]]:
@@ -115,13 +120,26 @@ def summary(run_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def paired(run_rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    """Each completed run minus the completed `baseline` run of the same space, dataset and seed, per metric."""
+    base = {(r["space"], r["dataset"], r["seed"]): r for r in run_rows if r["method"] == baseline and r["status"] is None}
+    out = []
+    for r in run_rows:
+        b = base.get((r["space"], r["dataset"], r["seed"]))
+        if r["method"] == baseline or r["status"] is not None or b is None:
+            continue
+        out.append({**{k: r[k] for k in ("method", "seed", "space", "dataset")}, "time": None,
+                    **{c.key: None if r[c.key] is None or b[c.key] is None else r[c.key] - b[c.key] for c in METRICS}})
+    return out
+
+
 def cell(column: Column, value: Any) -> str:
     """A value as shown: `mean ± std` for summary pairs, blank for missing."""
     if value is None:
         return ""
     if isinstance(value, tuple):
         mean, std = value
-        return column.fmt(mean) + ("" if std is None else f" ± {column.fmt(std)}")
+        return column.fmt(mean) + ("" if std is None else f" ± {column.fmt(std).lstrip('+')}")
     return column.fmt(value)
 
 

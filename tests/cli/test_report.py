@@ -10,7 +10,7 @@ import pytest
 
 from nasctl import genotype as G
 from nasctl.report import cells
-from nasctl.report.table import summary
+from nasctl.report.table import paired, summary
 from tests.conftest import FASHION, nasctl, require_nb201_table
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -55,7 +55,12 @@ def test_report_latest_sweep_tables_and_figures(sweep: Path) -> None:
     means = {r["method"]: r for r in read_csv(report / "summary.csv")}
     assert means["none"]["runs"] == "1" and float(means["none"]["val_acc_mean"]) == float(rows["none"]["val_acc"])
     assert "NB201 C10" in out.stdout and "sdarts_rs" in out.stdout
+    (pair,) = read_csv(report / "paired.csv")  # baseline=none: sdarts_rs minus none, same seed
+    assert pair["method"] == "sdarts_rs" and pair["seed"] == rows["none"]["seed"]
+    for key in ("val_acc", "hessian_eig", "bench_cifar10"):
+        assert float(pair[key]) == pytest.approx(float(rows["sdarts_rs"][key]) - float(rows["none"][key]))
     md = (report / "report.md").read_text()
+    assert "## Paired with none" in md and "Δ val acc" in md
     figures = [line[line.index("(") + 1:-1] for line in md.splitlines() if line.startswith("![")]
     expected = {"curves/hessian_eig.png", "curves/bench_cifar10.png", "curves/val_acc.png"}
     assert expected <= set(figures)
@@ -96,6 +101,24 @@ def test_summary_mean_and_sample_std_per_method() -> None:
     by = {r["method"]: r for r in summary(rows)}
     assert by["none"]["runs"] == 2 and by["none"]["val_acc"] == pytest.approx((85.0, 50.0 ** 0.5))
     assert by["beta_decay"]["val_acc"] == (70.0, None) and by["none"]["skip_count"] is None
+
+
+def test_paired_differences_match_seeds_and_skip_unfinished_runs() -> None:
+    def row(method: str, seed: int, acc: float, eig: float | None, status: str | None = None) -> dict:
+        return {"method": method, "seed": seed, "space": "nb201", "dataset": "fashion_mnist", "status": status,
+                "val_acc": acc, "skip_count": 0, "hessian_eig": eig, "bench_cifar10": None, "bench_cifar100": None,
+                "bench_imagenet16_120": None, "time": 9.0}
+    runs = [row("none", 0, 70.0, 1.0), row("none", 1, 80.0, 3.0), row("none", 2, 60.0, 1.0),
+            row("beta_decay", 1, 75.0, 1.0), row("beta_decay", 0, 74.0, None),  # listed out of seed order
+            row("beta_decay", 2, 99.0, 0.0, status="running"),  # an unfinished run pairs with nothing
+            row("noisy", 3, 50.0, 1.0)]  # no baseline run of seed 3
+    deltas = {(d["method"], d["seed"]): d for d in paired(runs, "none")}
+    assert set(deltas) == {("beta_decay", 0), ("beta_decay", 1)}
+    assert deltas["beta_decay", 0]["val_acc"] == 4.0 and deltas["beta_decay", 0]["hessian_eig"] is None
+    assert deltas["beta_decay", 1]["val_acc"] == -5.0 and deltas["beta_decay", 1]["hessian_eig"] == -2.0
+    (by,) = summary(list(deltas.values()))
+    assert by["runs"] == 2 and by["val_acc"] == pytest.approx((-0.5, 4.5 * 2 ** 0.5))
+    assert by["hessian_eig"] == (-2.0, None) and by["time"] is None
 
 
 def test_cell_layout_columns_follow_longest_paths(tmp_path: Path) -> None:
