@@ -241,7 +241,8 @@ def describe(switches: dict[str, Any] | None) -> str:
     """e.g. `bf16 NHWC fused`: the precision and the switches that are on."""
     if not switches:
         return ""
-    return " ".join([switches["precision"], *(short for k, short in SWITCH_LABELS.items() if switches[k])])
+    on = (short if switches[k] is True else str(switches[k]) for k, short in SWITCH_LABELS.items() if switches[k])
+    return " ".join([switches["precision"], *on])  # a switch with a value of its own (compile=regional) shows it
 
 
 def print_table(report: dict[str, Any]) -> None:

@@ -52,7 +52,7 @@ class SpeedSwitches:
     precision: str = MISSING
     tf32: bool = MISSING
     channels_last: bool = MISSING
-    compile: bool = MISSING
+    compile: Any = MISSING  # true | false | regional (OmegaConf cannot merge a Union inside a dict of dataclasses)
     cuda_graphs: bool = MISSING
     fused_optimizer: bool = MISSING
 
@@ -64,7 +64,7 @@ class TrainerConfig:
     precision: str = MISSING  # fp32 | bf16 (autocast) | auto
     tf32: Union[bool, str] = MISSING  # TF32 in CUDA matmuls and convolutions (fp32 inputs rounded to 10 bits)
     channels_last: Union[bool, str] = MISSING  # NHWC weights and activations
-    compile: Union[bool, str] = MISSING  # torch.compile the model's forward
+    compile: Union[bool, str] = MISSING  # torch.compile: true (whole model) | regional (repeated blocks) | false
     cuda_graphs: Union[bool, str] = MISSING  # compile with mode=reduce-overhead (CUDA graphs); needs compile
     fused_optimizer: Union[bool, str] = MISSING  # fused SGD/Adam kernels
     auto: dict[str, SpeedSwitches] = field(default_factory=dict)  # per device type: cpu, cuda

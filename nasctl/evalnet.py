@@ -125,6 +125,10 @@ class EvalNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
+    def compile_regions(self) -> nn.ModuleList:
+        """What `trainer.compile=regional` compiles: every cell (cells of one stage share a graph)."""
+        return self.cells
+
     def set_drop_path(self, prob: float) -> None:
         """Drop-path probability in training; held in a tensor, so a new value does not recompile the model."""
         self.drop_prob.fill_(prob)

@@ -123,6 +123,10 @@ class Supernet(nn.Module):
     def mixed_ops(self) -> Iterator[MixedOp]:
         return (m for m in self.modules() if isinstance(m, MixedOp))
 
+    def compile_regions(self) -> Iterator[MixedOp]:
+        """What `trainer.compile=regional` compiles: every mixed edge (same ops, width and stride: one graph)."""
+        return self.mixed_ops()
+
 
 def node_sum(outs: Iterable[torch.Tensor], drop_prob: float) -> torch.Tensor:
     """A node of a search cell: the sum of its mixed-edge outputs, each drop-pathed when `drop_prob` > 0."""

@@ -88,7 +88,9 @@ def resolve_switches(cfg: TrainerConfig, device: torch.device) -> TrainerConfig:
             if device.type not in cfg.auto:
                 raise NasctlError(f"trainer.{key}=auto, but trainer.auto has no entry for device type {device.type!r}.")
             cfg[key] = cfg.auto[device.type][key]
-        elif key != "precision" and not isinstance(cfg[key], bool):
+        elif key == "compile" and cfg[key] not in (True, False, "regional"):
+            raise NasctlError(f"trainer.compile={cfg[key]} is not one of true, false, regional, auto.")
+        elif key not in ("precision", "compile") and not isinstance(cfg[key], bool):
             raise NasctlError(f"trainer.{key}={cfg[key]} is not one of true, false, auto.")
     if cfg.precision not in ("fp32", "bf16"):
         raise NasctlError(f"trainer.precision={cfg.precision} is not one of fp32, bf16, auto.")
@@ -173,11 +175,23 @@ class Trainer:
 
         In place (`Module.compile`), so parameter names, `state_dict`, `functional_call` and the
         model's own methods stay as they are; every call of the model runs the compiled forward.
+        `compile=regional` compiles each of the model's `compile_regions()` instead (its repeated
+        blocks): identical blocks share one compiled graph, so compiling stops growing with depth.
         """
         fmt = torch.channels_last if self.cfg.channels_last else torch.preserve_format
         model = model.to(self.device, memory_format=fmt)
-        if self.cfg.compile:
-            model.compile(mode="reduce-overhead" if self.cfg.cuda_graphs else None)
+        mode = "reduce-overhead" if self.cfg.cuda_graphs else None
+        if self.cfg.compile == "regional":
+            if not hasattr(model, "compile_regions"):
+                raise NasctlError(f"trainer.compile=regional: {type(model).__name__} names no compile_regions().")
+            regions = list(model.compile_regions())
+            # One code object serves every region: room for its shapes x train/eval x substituted weights.
+            # Static shapes: inductor's dynamic-shape backward of a mixed edge fails on a CPU (torch 2.14).
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 8 * len(regions))
+            for region in regions:
+                region.compile(mode=mode, dynamic=False)
+        elif self.cfg.compile:
+            model.compile(mode=mode)
         return model
 
     def optimizer_kwargs(self) -> dict[str, bool]:

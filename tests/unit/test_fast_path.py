@@ -232,6 +232,54 @@ def test_compile_captures_every_path_of_the_search_step(extra, fashion, tmp_path
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-7)
 
 
+def tiny_alphas(tmp_path, *overrides: str) -> tuple[np.ndarray, SearchLoop]:
+    """Alphas after two search steps of the TINY supernet (2 cells, 28 mixed edges), eager fp32 + `overrides`."""
+    cfg = composed(*TINY_SEARCH, *EAGER, *overrides)
+    seed_everything(cfg.seed)
+    trainer = Trainer(cfg.trainer, Run(tmp_path))
+    loop = SearchLoop(cfg, trainer, Run(tmp_path))
+    batches = iter(loop.batches(0, 0))
+    for step in range(2):
+        trainer.begin_step()
+        loop.step(next(batches), 0, step)
+    loop.evaluate()
+    return np.concatenate([a.detach().numpy().ravel() for a in loop.model.alphas.values()]), loop
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, graphs", [([], 8), (["search.order=second", "stabilizer=sdarts_adv"], None)])
+def test_regional_compile_shares_graphs_between_mixed_edges_and_gives_the_eager_alphas(
+    extra, graphs, fashion, tmp_path, monkeypatch, fresh_dynamo
+):
+    """compile=regional compiles each mixed edge (aot_eager: inductor's capture without its C++ build):
+    the first-order step's 28 edges of two widths and two strides share 4 graphs; second order with
+    SDARTS-ADV (substituted weights, overridden mixing, no-grad passes) gives the eager alphas too."""
+    eager, _ = tiny_alphas(tmp_path, *extra)
+    monkeypatch.setattr(torch.nn.Module, "compile", functools.partialmethod(torch.nn.Module.compile, backend="aot_eager"))
+    regional, loop = tiny_alphas(tmp_path, *extra, "trainer.compile=regional")
+    edges = len(list(loop.model.mixed_ops()))
+    assert edges == 28 and 1 <= fresh_dynamo["unique_graphs"] <= (graphs or 2 * edges)
+    assert all(m._compiled_call_impl is not None for m in loop.model.mixed_ops())
+    assert getattr(loop.model, "_compiled_call_impl", None) is None  # the supernet itself stays eager
+    np.testing.assert_allclose(regional, eager, rtol=0, atol=1e-6)
+
+
+def test_regional_compile_of_the_eval_network_compiles_each_cell(tmp_path, monkeypatch, fresh_dynamo):
+    from nasctl import genotype as G
+    from nasctl.evalnet import EvalNetwork
+
+    torch.manual_seed(0)
+    net = EvalNetwork(G.ZOO["darts_v2"], C=4, layers=20, stem="cifar", num_classes=10, in_channels=3, size=16,
+                      auxiliary=False).eval()
+    x = torch.randn(2, 3, 16, 16)
+    eager = net(x)[0]
+    monkeypatch.setattr(torch.nn.Module, "compile", functools.partialmethod(torch.nn.Module.compile, backend="aot_eager"))
+    trainer = Trainer(composed("trainer=cpu", *EAGER, "trainer.compile=regional").trainer, Run(tmp_path))
+    net = trainer.prepare(net)
+    torch.testing.assert_close(net(x)[0], eager, rtol=0, atol=1e-6)
+    assert all(c._compiled_call_impl is not None for c in net.cells) and fresh_dynamo["unique_graphs"] >= 1
+
+
 @pytest.mark.slow
 def test_inductor_compiled_search_steps_give_the_eager_alphas(fashion, tmp_path, fresh_dynamo):
     eager = stepped_alphas(tmp_path)
