@@ -197,9 +197,9 @@ def test_switches_reach_the_model_and_the_optimizers(fashion, tmp_path):
 ONE_NODE = ["space.layers=1", "space.steps=1", "space.multiplier=1", "space.ops=[none,skip_connect,sep_conv_3x3,max_pool_3x3]"]
 
 
-def stepped_alphas(tmp_path, *overrides: str) -> np.ndarray:
-    """Alphas after two search steps of the one-node supernet, eager fp32 + `overrides`."""
-    cfg = composed(*TINY_SEARCH, *ONE_NODE, *EAGER, *overrides)
+def two_steps(tmp_path, *overrides: str) -> tuple[np.ndarray, SearchLoop]:
+    """Alphas after two search steps of the TINY supernet, eager fp32 + `overrides`, and the loop."""
+    cfg = composed(*TINY_SEARCH, *EAGER, *overrides)
     seed_everything(cfg.seed)
     trainer = Trainer(cfg.trainer, Run(tmp_path))
     loop = SearchLoop(cfg, trainer, Run(tmp_path))
@@ -207,7 +207,12 @@ def stepped_alphas(tmp_path, *overrides: str) -> np.ndarray:
     for step in range(2):
         trainer.begin_step()
         loop.step(next(batches), 0, step)
-    return np.concatenate([a.detach().numpy().ravel() for a in loop.model.alphas.values()])
+    return np.concatenate([a.detach().numpy().ravel() for a in loop.model.alphas.values()]), loop
+
+
+def stepped_alphas(tmp_path, *overrides: str) -> np.ndarray:
+    """Alphas after two search steps of the one-node supernet."""
+    return two_steps(tmp_path, *ONE_NODE, *overrides)[0]
 
 
 @pytest.fixture
@@ -232,20 +237,6 @@ def test_compile_captures_every_path_of_the_search_step(extra, fashion, tmp_path
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-7)
 
 
-def tiny_alphas(tmp_path, *overrides: str) -> tuple[np.ndarray, SearchLoop]:
-    """Alphas after two search steps of the TINY supernet (2 cells, 28 mixed edges), eager fp32 + `overrides`."""
-    cfg = composed(*TINY_SEARCH, *EAGER, *overrides)
-    seed_everything(cfg.seed)
-    trainer = Trainer(cfg.trainer, Run(tmp_path))
-    loop = SearchLoop(cfg, trainer, Run(tmp_path))
-    batches = iter(loop.batches(0, 0))
-    for step in range(2):
-        trainer.begin_step()
-        loop.step(next(batches), 0, step)
-    loop.evaluate()
-    return np.concatenate([a.detach().numpy().ravel() for a in loop.model.alphas.values()]), loop
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, graphs", [([], 8), (["search.order=second", "stabilizer=sdarts_adv"], None)])
 def test_regional_compile_shares_graphs_between_mixed_edges_and_gives_the_eager_alphas(
@@ -254,9 +245,10 @@ def test_regional_compile_shares_graphs_between_mixed_edges_and_gives_the_eager_
     """compile=regional compiles each mixed edge (aot_eager: inductor's capture without its C++ build):
     the first-order step's 28 edges of two widths and two strides share 4 graphs; second order with
     SDARTS-ADV (substituted weights, overridden mixing, no-grad passes) gives the eager alphas too."""
-    eager, _ = tiny_alphas(tmp_path, *extra)
+    eager, _ = two_steps(tmp_path, *extra)
     monkeypatch.setattr(torch.nn.Module, "compile", functools.partialmethod(torch.nn.Module.compile, backend="aot_eager"))
-    regional, loop = tiny_alphas(tmp_path, *extra, "trainer.compile=regional")
+    regional, loop = two_steps(tmp_path, *extra, "trainer.compile=regional")
+    assert np.isfinite(loop.evaluate()["val_loss"])  # eval mode runs through the compiled edges too
     edges = len(list(loop.model.mixed_ops()))
     assert edges == 28 and 1 <= fresh_dynamo["unique_graphs"] <= (graphs or 2 * edges)
     assert all(m._compiled_call_impl is not None for m in loop.model.mixed_ops())
