@@ -7,6 +7,7 @@ multirun a failed job does not stop the others, and the sweep exits 1 at the end
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -221,8 +222,12 @@ def explain(exc: BaseException, stage: str) -> str | None:
             key = head.split("'")[1]
             override = str(exc).rpartition(" use +")[2].strip() or key
             what = "config group" if "defaults list" in head else "key"
-            return (f"{override}: nasctl {stage} has no {what} {key!r}; `nasctl {stage} --help` lists its config "
-                    f"groups and `nasctl {stage} --cfg job` its keys.")
+            siblings = [str(k) for k in getattr(cause, "parent_node", None) or []]
+            near = difflib.get_close_matches(str(getattr(cause, "key", "")), siblings, 1)
+            parent = key.rpartition(".")[0]
+            hint = f" (did you mean {parent + '.' if parent else ''}{near[0]}?)" if near else ""
+            return (f"{override}: nasctl {stage} has no {what} {key!r}{hint}; `nasctl {stage} --help` lists its "
+                    f"config groups and `nasctl {stage} --cfg job` its keys.")
         return head
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None)

@@ -133,7 +133,7 @@ def test_evaluate_dataset_imagenet_builds_the_imagenet_network(cli):
     "stage, args, message",
     [
         ("search", ["seed=abc"], "seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
-        ("search", ["search.epoch=3"], "search.epoch=3: nasctl search has no key 'search.epoch'"),
+        ("search", ["search.epoch=3"], "search.epoch=3: nasctl search has no key 'search.epoch' (did you mean search.epochs?)"),
         ("retrain", ["space=nb201", "genotype=darts_v2"], "space=nb201: nasctl retrain has no config group 'space'"),
         ("search", ["stabilizer=bogus"], "stabilizer=bogus: no such option; stabilizer is one of amended,"),
         ("search", ["hydra.run.dir=a b("], "cannot read the override 'hydra.run.dir=a b('"),
