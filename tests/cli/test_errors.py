@@ -234,3 +234,24 @@ def test_progress_in_a_terminal_is_the_rich_bar():
 
     assert isinstance(progress_display(True, Console(force_terminal=True)), Progress)
     assert isinstance(progress_display(True, Console(force_terminal=False, file=io.StringIO())), LineProgress)
+
+
+def test_every_range_names_a_number_of_conf_and_every_preset_is_in_range():
+    """RANGES does not rot: each key is a number (or null) of some composed config; no default or preset breaks one."""
+    from omegaconf import OmegaConf
+
+    from nasctl.config import RANGES, check_ranges
+    from tests.unit.test_config import CASES, composed
+
+    seen = set()
+    for primary, overrides in CASES:
+        cfg = composed(primary, overrides)
+        check_ranges(cfg)  # raises on a default out of its range
+        for key in RANGES:
+            try:
+                value = OmegaConf.select(cfg, key, default=KeyError, throw_on_missing=False)
+            except Exception:  # noqa: BLE001  (a path through a list)
+                continue
+            if value is None or isinstance(value, (int, float)) or OmegaConf.is_list(value):
+                seen.add(key)
+    assert set(RANGES) - seen == set()
