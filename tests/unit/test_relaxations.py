@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
 import nasctl
+from nasctl.config import register_schemas
 from nasctl.errors import NasctlError
 from nasctl.genotype import CellGenotype
 from nasctl.relaxations import RELAXATIONS, EdgeMix, build_relaxation
@@ -274,3 +276,25 @@ def test_drnas_supernet_mixes_a_fresh_draw_in_every_forward():
     assert not torch.equal(model(x), model(x))
     with model.relaxation.deterministic():
         assert torch.equal(model(x), model(x))
+
+
+# -- every relaxation on every space --------------------------------------------------------------
+@pytest.mark.parametrize("space", ["darts", "s1", "s2", "s3", "s4", "nb201"])
+@pytest.mark.parametrize("relaxation", ["darts", "pc_darts", "gdas", "drnas"])
+def test_every_relaxation_trains_and_derives_on_every_space(relaxation, space):
+    register_schemas()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("search", overrides=[f"space={space}", f"relaxation={relaxation}", "space.C=4",
+                                           "space.N=1" if space == "nb201" else "space.layers=3"])
+    sp, scfg = space_config(cfg.space)
+    torch.manual_seed(0)
+    model = sp.build(scfg, 10, 1)
+    r = build_relaxation(cfg.relaxation, sp.node_edges(scfg))
+    r.attach(model)
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    arch = model.arch_parameters()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in arch)
+    assert sum(p.grad is not None and p.grad.abs().sum() > 0 for p in model.weight_parameters()) > 0
+    g = sp.derive(r.scores(r.params(model)), scfg)
+    assert g.space == space
