@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 from rich.table import Table
 
 from nasctl import genotype as G
@@ -22,7 +23,7 @@ class SearchRun:
 
     run: Run
     label: str  # unique, file-name safe
-    method: str  # stabilizer names joined with +
+    method: str  # the relaxation (unless darts) and the stabilizer names joined with +, e.g. gdas+none
     seed: int
     space: str
     dataset: str
@@ -48,7 +49,8 @@ def collect(root: Path) -> list[SearchRun]:
     runs = []
     for run, manifest in runs_below(root, "search"):
         cfg = run.config
-        method = "+".join(cfg.stabilizer or {"none": None})
+        relaxation = OmegaConf.select(cfg, "relaxation.name", default="darts")
+        method = "+".join([*([relaxation] if relaxation != "darts" else []), *(cfg.stabilizer or {"none": None})])
         where = run.path.relative_to(root).as_posix() if run.path != root else run.path.name
         g = run.path / "genotype.json"
         runs.append(SearchRun(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -121,3 +122,9 @@ def test_sweep_over_relaxations_and_stabilizers(tmp_path, fashion, nb201_table):
     done = sorted(tuple(sorted(o for o in r["overrides"] if o.startswith(("relaxation=", "stabilizer="))))
                   for r in runs if r["status"] == "completed")
     assert len(done) == 7 and ("relaxation=gdas", "stabilizer=sdarts_rs") not in done
+    report = nasctl("report", "dir=sweep", "plots=false", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    with (tmp_path / "sweep" / "report" / "summary.csv").open() as f:
+        methods = {row["method"] for row in csv.DictReader(f)}
+    assert {"none", "sdarts_rs", "pc_darts+none", "pc_darts+sdarts_rs", "gdas+none", "drnas+none",
+            "drnas+sdarts_rs"} <= methods  # one group per relaxation and stabilizer, never mixed
