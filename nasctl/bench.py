@@ -168,6 +168,11 @@ class Timed:
         return time.perf_counter() - t0
 
 
+def failed(exc: BaseException) -> str:
+    """The note of a variant whose step raised: a bug to report, not a reason to lose the other rows."""
+    return f"failed: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
 def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: Memory) -> list[Result]:
     """Build, warm up and time every variant of one case; ratios against the eager baseline."""
     unit = "steps/s" if case.stage == "search" else "img/s"
@@ -195,8 +200,13 @@ def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: M
             continue
         log.print(f"bench {name}: building and warming up {variant}")
         start = memory.reset()
-        t = built[variant] = Timed.make(case.stage, trainer, ccfg, run)
-        res.warmup_s = t.run(cfg.warmup)
+        try:
+            t = Timed.make(case.stage, trainer, ccfg, run)
+            res.warmup_s = t.run(cfg.warmup)
+        except Exception as exc:  # noqa: BLE001  (a row that says why, and the other variants still run)
+            res.note = failed(exc)
+            continue
+        built[variant] = t
         after = memory.reset()
         static[variant] = after - start if start is not None and after is not None else None
     names = list(built)
@@ -204,13 +214,20 @@ def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: M
     log.print(f"bench {name}: timing {', '.join(names)} ({cfg.rounds} rounds of {cfg.steps} steps)")
     for r in range(cfg.rounds if names else 0):
         for variant in names[r % len(names) :] + names[: r % len(names)]:
+            if results[variant].note:  # failed in an earlier round
+                continue
             before = memory.reset() if r == 0 else None  # round 0 also gives the peak a step adds
-            times[variant].append(built[variant].run(cfg.steps))
+            try:
+                times[variant].append(built[variant].run(cfg.steps))
+            except Exception as exc:  # noqa: BLE001
+                results[variant].note, times[variant] = failed(exc), []
+                continue
             peak = memory.peak()
             if None not in (static[variant], before, peak):
                 results[variant].memory_mib = (static[variant] + peak - before) / 2**20
     for variant, ts in times.items():
-        results[variant].rate = cfg.steps * built[variant].per_step / statistics.median(ts)
+        if ts:
+            results[variant].rate = cfg.steps * built[variant].per_step / statistics.median(ts)
     for variant, twin in twins.items():
         for key in ("rate", "warmup_s", "memory_mib"):
             setattr(results[variant], key, getattr(results[twin], key))

@@ -194,6 +194,7 @@ def main() -> int:
         say(f"projected {settings.projection.epochs}-epoch {p['search']} search: {p['defaults_h']:.2f} h with the "
             f"defaults ({p['defaults_steps_per_s']:.3g} steps/s), {p['fastest_h']:.2f} h with {p['fastest_variant']}")
     failed = [s["name"] for s in steps if s["rc"]] + [f"{r['group']}={r['name']}" for r in runs if r["status"] != "completed"]
+    failed += [f"bench {r['case']}/{r['variant']}" for r in bench.get("results", []) if r["note"].startswith("failed")]
     say(f"wrote {out / 'gpu-check.json'} and {out / 'gpu-check.md'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
