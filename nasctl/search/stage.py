@@ -140,6 +140,9 @@ class SearchLoop(StageLoop):
                 logits = self.model(b.x_train).float()
             loss = F.cross_entropy(logits, b.y_train)
             loss.backward(inputs=self.weights)
+        for w in self.weights:  # a weight this forward did not reach (GDAS's unsampled ops) still takes its
+            if w.grad is None:  # momentum and decay step, as under AD's zero_grad (zeros, not None); fused SGD needs it
+                w.grad = torch.zeros_like(w)
         torch.nn.utils.clip_grad_norm_(self.weights, self.cfg.search.grad_clip)
         self.w_opt.step()
         return logits, loss
