@@ -69,6 +69,8 @@ def test_the_fast_path_gives_the_eager_alphas(order, tolerance, fashion, tmp_pat
     assert update_gap(alphas("fused", "trainer.fused_optimizer=true"), eager) < 1e-5
     assert update_gap(alphas("nhwc", "trainer.channels_last=true"), eager) < tolerance
     assert update_gap(alphas("compiled", "trainer.compile=true"), eager) < tolerance
+    assert update_gap(alphas("regional", "trainer.compile=regional"), eager) < tolerance
+    assert update_gap(alphas("tf32", "trainer.tf32=true"), eager) < tolerance
     assert update_gap(alphas("fast", *FAST), eager) < 0.25
 
 
