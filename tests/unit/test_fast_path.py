@@ -119,6 +119,7 @@ def update_gap(fast: np.ndarray, eager: np.ndarray) -> float:
 # turns rounding differences into visible ones. Second order is looser still: its finite-difference
 # Hessian term divides a difference of two gradients by 2r (r = 0.01/||v||), which amplifies fp32
 # rounding about 1e4 times (in float64 the NHWC and NCHW hypergradients agree to 1e-14, see below).
+@pytest.mark.slow
 @pytest.mark.parametrize("order, tolerance", [("first", 0.02), ("second", 0.25)])
 def test_channels_last_and_fused_optimizers_give_the_eager_alphas(order, tolerance, fashion, tmp_path):
     eager = search_alphas(tmp_path, "eager", f"search.order={order}")
@@ -128,6 +129,7 @@ def test_channels_last_and_fused_optimizers_give_the_eager_alphas(order, toleran
     assert update_gap(nhwc, eager) < tolerance
 
 
+@pytest.mark.slow
 def test_bf16_autocast_gives_the_fp32_alphas_within_bf16_tolerance(fashion, tmp_path):
     fp32 = search_alphas(tmp_path, "fp32")
     bf16 = search_alphas(tmp_path, "bf16", "trainer.precision=bf16")

@@ -46,6 +46,7 @@ def test_one_step_is_the_arch_step_on_the_val_batch_then_the_weight_step_on_the_
     assert all(torch.allclose(w.grad, scale * g, rtol=1e-4, atol=1e-9) for w, g in zip(loop.weights, g_w))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["first", "second"])
 def test_epoch_e_trains_at_the_closed_form_cosine_lr_in_both_steps(fashion, tmp_path, order):
     loop = search_loop(tmp_path, f"search.order={order}")

@@ -107,6 +107,7 @@ def test_sdarts_rs_weight_step_uses_a_projected_uniform_perturbation_of_softmax_
     assert all(torch.allclose(model.mixing()[k], clean[k]) for k in clean)  # the override ended with the step
 
 
+@pytest.mark.slow
 def test_sdarts_adv_raises_the_training_loss_or_reverts_in_eval_mode_and_leaves_alpha_alone():
     model, b = supernet(), batches(16)
     model.train()
@@ -140,6 +141,7 @@ def test_sdarts_adv_raises_the_training_loss_or_reverts_in_eval_mode_and_leaves_
     assert not all(outcomes), "a 3-step PGD at eps ~0.3 should raise the loss of a random network"
 
 
+@pytest.mark.slow
 def test_the_two_sdarts_variants_cannot_be_combined(tmp_path):
     rs, adv = (OmegaConf.load(CONF / "stabilizer" / f"{n}.yaml") for n in ("sdarts_rs", "sdarts_adv"))
     with pytest.raises(NasctlError, match=r"sdarts_rs,sdarts_adv.*mixing"):
@@ -406,6 +408,7 @@ SEARCHES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space, stab, extra", SEARCHES, ids=["-".join([s, t, *e]) for s, t, e in SEARCHES])
 def test_stabilizers_run_a_real_search(space, stab, extra, fashion, tmp_path):
     if not (CONF / "space" / f"{space}.yaml").is_file():
