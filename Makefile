@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 NB201   ?= $(or $(NASCTL_NB201),$(wildcard ../shared/benchmarks/nb201/nats_tss_test_acc_200ep.csv))
 
-.PHONY: help install data quickstart study test lint bench gpu-wheels gpu-check clean
+.PHONY: help install data quickstart study test test-fast lint bench gpu-wheels gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,8 +34,11 @@ study: install  ## the NB201 stability study (21 searches, ~30 min on 2 cores) a
 	OMP_NUM_THREADS=1 $(if $(NB201),NASCTL_NB201=$(abspath $(NB201))) $(BIN)/nasctl search experiment=nb201_stability hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(BIN)/nasctl report
 
-test: install  ## the test suite (CPU; GPU tests skip without CUDA)
+test: install  ## the whole test suite, as CI runs it (CPU; GPU tests skip without CUDA)
 	HYDRA_FULL_ERROR=1 $(BIN)/python -m pytest -q
+
+test-fast: install  ## the development tier: everything not marked slow (no training CLI runs, no searches)
+	HYDRA_FULL_ERROR=1 $(BIN)/python -m pytest -q -m "not slow"
 
 bench: install  ## steps/s and img/s of each trainer speed switch vs eager fp32 -> bench.json (bench=gpu: make bench ARGS=bench=gpu)
 	$(BIN)/nasctl bench $(ARGS)

@@ -1,4 +1,4 @@
-"""Shared test helpers: run the real CLI in a temp dir, tiny search settings, CUDA skipping."""
+"""Shared test helpers: the CLI in a temp dir (in this process or as one), tiny search and retrain settings, CUDA skipping."""
 
 from __future__ import annotations
 
@@ -32,6 +32,19 @@ TINY_SEARCH = [
     "space.layers=2",
     "trainer.progress=false",
 ]
+TINY_ANY_SPACE = [a for a in TINY_SEARCH if not a.startswith("space.layers")]  # for spaces without `layers` (nb201)
+# A retrain that takes seconds: a 3-cell, 4-channel network, two epochs of two steps (genotype= still to give).
+TINY_RETRAIN = [
+    "experiment=quickstart",
+    "dataset.subset=256",
+    "dataset.test_subset=64",
+    "retrain.epochs=2",
+    "retrain.batch_size=16",
+    "retrain.steps_per_epoch=2",
+    "retrain.net.C=4",
+    "retrain.net.layers=3",
+    "trainer.progress=false",
+]
 
 
 def darts_space(**overrides):
@@ -41,6 +54,14 @@ def darts_space(**overrides):
     from nasctl.spaces.darts import DartsSpaceConfig
 
     return DartsSpaceConfig(**{**OmegaConf.to_container(OmegaConf.load(REPO / "conf/space/darts.yaml")), **overrides})
+
+
+def supernet(cfg, num_classes: int, in_channels: int):
+    """The registered space's supernet of a space config, validated as the search validates it."""
+    from nasctl.spaces import space_config
+
+    space, scfg = space_config(cfg)
+    return space.build(scfg, num_classes, in_channels)
 
 
 def require_nb201_table() -> Path:
@@ -71,6 +92,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):  # not `in item.keywords`: that holds directory names too
             item.add_marker(skip)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """`cli(*args)` runs `nasctl ARGS` in this process in a temp dir; returns (exit status, stdout, stderr).
+
+    The Typer app itself, so argv rewriting and Hydra's parsing are the real ones, without a process start-up.
+    """
+    from nasctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NASCTL_NB201", str(NB201_TABLE))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("NASCTL_DEBUG", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_:
+            app(list(args), prog_name="nasctl")
+        out = capsys.readouterr()
+        return exit_.value.code or 0, out.out, out.err
+
+    return run
 
 
 @pytest.fixture

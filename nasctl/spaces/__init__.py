@@ -1,4 +1,4 @@
-"""Search spaces, registered by name; `create_supernet` builds one from its config."""
+"""Search spaces, registered by name; `space_config` finds one and validates its config."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from nasctl.spaces import (
 )
 from nasctl.spaces.base import SPACES, MixedOp, Space, Supernet
 
-__all__ = ["SPACES", "MixedOp", "Space", "Supernet", "create_supernet", "space_config"]
+__all__ = ["SPACES", "MixedOp", "Space", "Supernet", "space_config"]
 
 
 def space_config(cfg: Any) -> tuple[Space, Any]:
@@ -19,7 +19,3 @@ def space_config(cfg: Any) -> tuple[Space, Any]:
     space = SPACES.get(cfg.name)
     return space, validate(cfg, space.schema, f"space '{cfg.name}'")
 
-
-def create_supernet(cfg: Any, num_classes: int, in_channels: int) -> Supernet:
-    space, scfg = space_config(cfg)
-    return space.build(scfg, num_classes, in_channels)

@@ -18,14 +18,10 @@ import torch.nn.functional as F
 
 from nasctl.data import DeviceBatches, ImageSplit
 from nasctl.train import distributed
-from tests.conftest import nasctl
+from tests.conftest import TINY_RETRAIN, nasctl
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-TINY_RETRAIN = [
-    "experiment=quickstart", "genotype=darts_v2", "retrain.batch_size=16", "retrain.steps_per_epoch=2",
-    "retrain.eval_batches=1", "retrain.net.C=4", "retrain.net.layers=3", "dataset.subset=256",
-    "dataset.test_subset=64", "trainer.progress=false",
-]
+TINY_DDP = [*TINY_RETRAIN, "genotype=darts_v2", "retrain.eval_batches=1"]
 
 
 def train_linear(steps: int = 3) -> torch.nn.Module:
@@ -85,7 +81,7 @@ def epochs(run: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_torchrun_retrain_one_run_dir_written_by_rank0(tmp_path: Path, fashion: Path) -> None:
-    proc = torchrun(*TINY_RETRAIN, "retrain.epochs=2", cwd=tmp_path)
+    proc = torchrun(*TINY_DDP, "retrain.epochs=2", cwd=tmp_path)
     log = finish(proc)
     assert proc.returncode == 0, log
     (run,) = (tmp_path / "runs/retrain").iterdir()  # both ranks used rank 0's directory
@@ -98,7 +94,7 @@ def test_torchrun_retrain_one_run_dir_written_by_rank0(tmp_path: Path, fashion: 
 
 @pytest.mark.slow
 def test_torchrun_sigterm_stops_all_ranks_and_resume_continues(tmp_path: Path, fashion: Path) -> None:
-    proc = torchrun(*TINY_RETRAIN, "retrain.epochs=4", "retrain.steps_per_epoch=4", cwd=tmp_path)
+    proc = torchrun(*TINY_DDP, "retrain.epochs=4", "retrain.steps_per_epoch=4", cwd=tmp_path)
     deadline = time.time() + 600
     while not list(tmp_path.glob("runs/retrain/*/metrics.jsonl")) and time.time() < deadline:
         time.sleep(0.1)
@@ -107,7 +103,7 @@ def test_torchrun_sigterm_stops_all_ranks_and_resume_continues(tmp_path: Path, f
     (run,) = (tmp_path / "runs/retrain").iterdir()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "interrupted", log
-    proc = torchrun(*TINY_RETRAIN, "retrain.epochs=4", "retrain.steps_per_epoch=4", f"resume={run}", cwd=tmp_path)
+    proc = torchrun(*TINY_DDP, "retrain.epochs=4", "retrain.steps_per_epoch=4", f"resume={run}", cwd=tmp_path)
     log = finish(proc)
     assert proc.returncode == 0, log
     assert json.loads((run / "manifest.json").read_text())["status"] == "completed"

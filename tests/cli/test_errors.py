@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nasctl.cli import app, quote_pasted, split_top
+from nasctl.cli import quote_pasted, split_top
 from nasctl.genotype import ZOO
-from tests.conftest import NB201_TABLE, TINY_SEARCH, nasctl
+from tests.conftest import TINY_ANY_SPACE, TINY_SEARCH, nasctl
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -26,23 +26,6 @@ DARTS_V2 = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_co
             "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
             "('max_pool_3x3', 1)], reduce_concat=range(2, 6))")
 PROFILE = ["latency.warmup=0", "latency.repeats=1", "batch_size=1", "trainer=cpu"]
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    """`cli(*args)` runs `nasctl ARGS` in this process in a temp dir; returns (exit status, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.delenv("NASCTL_DEBUG", raising=False)
-    monkeypatch.setenv("NASCTL_NB201", str(NB201_TABLE))  # as tests.conftest.nasctl does for processes
-
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exit_:
-            app(list(args), prog_name="nasctl")
-        out = capsys.readouterr()
-        return exit_.value.code or 0, out.out, out.err
-
-    return run
 
 
 def one_paragraph(err: str) -> str:
@@ -255,3 +238,54 @@ def test_every_range_names_a_number_of_conf_and_every_preset_is_in_range():
             if value is None or isinstance(value, (int, float)) or OmegaConf.is_list(value):
                 seen.add(key)
     assert set(RANGES) - seen == set()
+
+
+# -- the other stages' error checks, in process: exit 2 and nasctl's one paragraph (docs/errors.md) ----
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["stabilizer=bogus"], "sdarts"),  # Hydra lists the available options
+        (["search.epoch=3"], "epoch"),
+        (["search.epochs=abc"], "epochs"),
+        (["search.epochs=0"], "search.epochs must be >= 1, got 0."),
+        (["search.batch_size=-1"], "search.batch_size must be >= 1, got -1."),
+        (["dataset=cifar10", "dataset.root=/nonexistent/cifar"], "/nonexistent/cifar"),
+        (["trainer.device=cuda"], "no CUDA GPU"),
+        (["space.name=nospace"], "Unknown search space 'nospace'"),
+    ],
+)
+def test_bad_search_input_is_one_paragraph_and_exit_2(cli, args, needle):
+    code, out, err = cli("search", *TINY_SEARCH, *args)
+    assert code == 2, err
+    assert needle in " ".join((err + out).split())
+    one_paragraph(err)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "space=nb201", "genotype=darts_v2"], "space=nb201"),
+        (["evaluate", "space=darts", f"genotype='{ALL_SKIP}'"], "NB201 arch string"),
+        (["evaluate", "genotype=darts_v9"], "darts_v2"),
+        (["evaluate"], "run=<retrain run"),
+        (["evaluate", "run=latest"], "no retrain run"),
+        (["retrain", f"genotype='{ALL_SKIP}'"], "nasctl evaluate space=nb201"),
+        (["retrain"], "retrain needs genotype="),
+        (["retrain", "genotype=darts_v2", "dataset=imagenet"], "recipe=imagenet"),
+        (["derive", "run=latest"], "no search run found"),
+        (["report", "."], "no search run"),
+    ],
+    ids=["darts_in_nb201", "nb201_in_darts", "unknown_zoo", "nothing", "no_run", "retrain_nb201", "no_genotype",
+         "imagenet_cifar_net", "derive_no_run", "report_no_run"],
+)
+def test_clear_stage_errors_exit_2_and_leave_no_run(cli, tmp_path, args, message):
+    code, _, err = cli(*args)
+    assert code == 2, err
+    assert message in one_paragraph(err)
+    assert not list(tmp_path.glob("runs/**/manifest.json")), "a refused command must not leave a run"
+
+
+def test_nb201_with_a_missing_table_fails_before_training(cli, tmp_path, fashion):
+    code, _, err = cli("search", "space=nb201", "space.N=1", *TINY_ANY_SPACE, f"paths.nb201={tmp_path}/none.csv")
+    assert code == 2 and "none.csv does not exist" in one_paragraph(err)
+    assert not list(tmp_path.glob("runs/search/*/checkpoints/*.pt"))

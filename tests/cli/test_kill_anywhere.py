@@ -21,8 +21,7 @@ import nasctl.store as store
 from nasctl import entry
 from nasctl.store import Run
 from nasctl.train.trainer import Trainer
-from tests.cli.test_retrain_evaluate import TINY_RETRAIN
-from tests.conftest import TINY_SEARCH
+from tests.conftest import TINY_RETRAIN, TINY_SEARCH
 
 pytestmark = pytest.mark.slow
 

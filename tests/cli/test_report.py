@@ -80,12 +80,6 @@ def test_report_positional_run_dir_and_out(sweep: Path) -> None:
 
 
 @pytest.mark.slow
-def test_report_without_runs_is_a_one_paragraph_error(tmp_path: Path) -> None:
-    out = nasctl("report", str(tmp_path), cwd=tmp_path)
-    assert out.returncode == 2
-    assert "no search run" in out.stderr and "Traceback" not in out.stderr
-
-
 def test_short_genotypes() -> None:
     nb = G.ArchString("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_1x1~2|")
     assert nb.short() == "c3; skip -; avg skip c1"

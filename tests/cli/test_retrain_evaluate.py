@@ -13,21 +13,10 @@ import torch
 
 from nasctl import genotype as G
 from tests.cli.test_resume import checkpoint_sums, wait_for
-from tests.conftest import TINY_SEARCH, nasctl
+from tests.conftest import TINY_RETRAIN, TINY_SEARCH, nasctl
 
 pytestmark = pytest.mark.slow
 
-TINY_RETRAIN = [
-    "experiment=quickstart",
-    "dataset.subset=256",
-    "dataset.test_subset=64",
-    "retrain.epochs=2",
-    "retrain.batch_size=16",
-    "retrain.steps_per_epoch=2",
-    "retrain.net.C=4",
-    "retrain.net.layers=3",
-    "trainer.progress=false",
-]
 FAST_PROFILE = ["latency.warmup=1", "latency.repeats=2", "batch_size=8", "trainer=cpu"]
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 
@@ -120,23 +109,3 @@ def test_evaluate_nb201_arch_string_looks_up_the_benchmark(tmp_path, nb201_table
     assert Path(result["table"]).resolve() == nb201_table.resolve()  # ../shared may be a symbolic link
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["evaluate", "space=nb201", "genotype=darts_v2"], "space=nb201"),
-        (["evaluate", "space=darts", f"genotype='{ALL_SKIP}'"], "NB201 arch string"),
-        (["evaluate", "genotype=darts_v9"], "darts_v2"),
-        (["evaluate"], "run=<retrain run"),
-        (["evaluate", "run=latest"], "no retrain run"),
-        (["retrain", f"genotype='{ALL_SKIP}'"], "nasctl evaluate space=nb201"),
-        (["retrain"], "retrain needs genotype="),
-        (["retrain", "genotype=darts_v2", "dataset=imagenet"], "recipe=imagenet"),
-    ],
-    ids=["darts_in_nb201", "nb201_in_darts", "unknown_zoo", "nothing", "no_run", "retrain_nb201", "no_genotype",
-         "imagenet_cifar_net"],
-)
-def test_clear_errors(tmp_path, args, message):
-    out = nasctl(*args, cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert message in out.stderr.replace("\n", " ") and "Traceback" not in out.stderr
-    assert not list(tmp_path.glob("runs/retrain/**/manifest.json")), "a refused retrain must not leave a run"

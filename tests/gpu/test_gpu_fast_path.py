@@ -16,12 +16,11 @@ import nasctl
 import nasctl.entry  # registers the schemas and resolvers of the stage configs
 from nasctl.search.architect import Architect
 from nasctl.search.stage import SearchLoop, run_search
-from nasctl.spaces import create_supernet
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer
 from nasctl.train.trainer import set_tf32
-from tests.conftest import TINY_SEARCH
+from tests.conftest import TINY_SEARCH, supernet
 from tests.unit.test_fast_path import update_gap
 
 pytestmark = pytest.mark.gpu
@@ -103,7 +102,7 @@ def test_second_order_finite_difference_ignores_tf32():
     torch.manual_seed(0)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         space = compose("search", overrides=list(TINY_SEARCH)).space
-    model = create_supernet(space, 10, 1).cuda()
+    model = supernet(space, 10, 1).cuda()
     x, y = torch.randn(8, 1, 16, 16, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
     weights = model.weight_parameters()
     v = [1e-2 * torch.randn_like(w) for w in weights]

@@ -18,7 +18,7 @@ from nasctl.selection.darts_pt import Projector, choose_inputs, choose_op, maske
 from nasctl.spaces import space_config
 from nasctl.spaces.base import MixedOp, Supernet
 from tests.cli.test_resume import wait_for
-from tests.conftest import TINY_SEARCH
+from tests.conftest import TINY_ANY_SPACE, TINY_SEARCH
 from tests.conftest import nasctl as nasctl_cli
 
 
@@ -107,7 +107,7 @@ def test_plan_is_one_edge_per_cell_type_per_round_then_the_nodes(name: str, roun
 
 
 # -- real tiny derives -------------------------------------------------------------------------------
-NB201 = [a for a in TINY_SEARCH if not a.startswith("space.layers")] + ["space=nb201", "space.N=1", "paths.nb201=null"]
+NB201 = TINY_ANY_SPACE + ["space=nb201", "space.N=1", "paths.nb201=null"]
 
 
 def search(tmp_path, name: str, *args: str):

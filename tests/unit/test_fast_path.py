@@ -17,12 +17,11 @@ import nasctl.entry  # registers the schemas and resolvers of the stage configs
 from nasctl.errors import NasctlError
 from nasctl.search.architect import Architect
 from nasctl.search.stage import SearchLoop, run_search
-from nasctl.spaces import create_supernet
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer, seed_everything
 from nasctl.train.trainer import SWITCHES, full_fp32, resolve_switches, set_tf32
-from tests.conftest import TINY_SEARCH
+from tests.conftest import TINY_SEARCH, supernet
 from tests.conftest import nasctl as nasctl_cli
 
 CONF = nasctl.conf_dir()
@@ -109,7 +108,7 @@ def update_gap(fast: np.ndarray, eager: np.ndarray) -> float:
     """||fast update - eager update|| / ||eager update|| of the alphas, from their common start."""
     cfg = composed(*TINY_SEARCH)
     torch.manual_seed(cfg.seed)
-    model = create_supernet(cfg.space, cfg.dataset.num_classes, cfg.dataset.channels)
+    model = supernet(cfg.space, cfg.dataset.num_classes, cfg.dataset.channels)
     start = np.concatenate([model.alphas[k].detach().numpy().ravel() for k in sorted(model.alphas)])
     assert np.abs(eager - start).max() > 1e-4  # the search moved them
     return float(np.linalg.norm(fast - eager) / np.linalg.norm(eager - start))
@@ -138,7 +137,7 @@ def test_bf16_autocast_gives_the_fp32_alphas_within_bf16_tolerance(fashion, tmp_
 
 def test_second_order_hypergradient_is_the_same_in_nhwc_in_float64():
     torch.manual_seed(0)
-    base = create_supernet(composed(*TINY_SEARCH).space, 10, 1).double()
+    base = supernet(composed(*TINY_SEARCH).space, 10, 1).double()
     x1, x2 = torch.randn(2, 8, 1, 16, 16, dtype=torch.float64)
     y1, y2 = torch.randint(0, 10, (2, 8))
     grads = []
@@ -154,7 +153,7 @@ def test_second_order_hypergradient_is_the_same_in_nhwc_in_float64():
 def test_second_order_finite_difference_runs_in_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     cfg = composed(*TINY_SEARCH).space
-    model = create_supernet(cfg, 10, 1)
+    model = supernet(cfg, 10, 1)
     x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
     weights = model.weight_parameters()
     v = [1e-2 * torch.randn_like(w) for w in weights]

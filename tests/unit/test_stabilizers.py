@@ -23,7 +23,7 @@ from nasctl.spaces.ops import FactorizedReduce
 from nasctl.stabilizers import STABILIZERS, Batches, Stabilizers
 from nasctl.stabilizers.darts_minus import beta_at
 from nasctl.stabilizers.sdarts import project
-from tests.conftest import TINY_SEARCH, darts_space
+from tests.conftest import TINY_ANY_SPACE, TINY_SEARCH, darts_space
 from tests.conftest import nasctl as nasctl_cli
 
 CONF = nasctl.conf_dir()
@@ -389,8 +389,7 @@ def test_paper_presets_compose_into_valid_configs(preset):
 
 
 # -- real searches ----------------------------------------------------------------------------
-TINY = ["dataset=fashion_mnist", "trainer=cpu", "trainer.progress=false", "dataset.subset=128", "search.batch_size=16",
-        "search.epochs=1", "search.steps_per_epoch=1", "search.eval_batches=1", "space.C=4"]
+TINY = [*TINY_ANY_SPACE, "dataset.subset=128", "search.epochs=1", "search.steps_per_epoch=1"]
 ALL = "[sdarts_adv,darts_minus,noisy,amended,beta_decay]"
 FAST_ADV = "stabilizer.sdarts_adv.steps=2"  # combined runs: a shorter attack, same code path
 SCALARS = {"sdarts_rs": "sdarts_epsilon", "sdarts_adv": "sdarts_epsilon", "darts_minus": "darts_minus_beta",
