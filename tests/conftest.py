@@ -64,6 +64,21 @@ def supernet(cfg, num_classes: int, in_channels: int):
     return space.build(scfg, num_classes, in_channels)
 
 
+def search_steps(cfg, run_dir: Path, steps: int = 2):
+    """The SearchLoop of `cfg` after `steps` steps of epoch 0, run as the trainer runs them (no checkpoints)."""
+    from nasctl.search.stage import SearchLoop
+    from nasctl.store import Run
+    from nasctl.train import Trainer
+
+    trainer = Trainer(cfg.trainer, Run(run_dir))
+    loop = SearchLoop(cfg, trainer, Run(run_dir))
+    batches = iter(loop.batches(0, 0))
+    for step in range(steps):
+        trainer.begin_step()
+        loop.step(next(batches), 0, step)
+    return loop
+
+
 def require_nb201_table() -> Path:
     """The NAS-Bench-201 table, or skip the test where this checkout has no ../shared next to it."""
     if not NB201_TABLE.is_file():

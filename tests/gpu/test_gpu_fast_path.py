@@ -20,7 +20,7 @@ from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer
 from nasctl.train.trainer import set_tf32
-from tests.conftest import TINY_SEARCH, supernet
+from tests.conftest import TINY_SEARCH, search_steps, supernet
 from tests.unit.test_fast_path import update_gap
 
 pytestmark = pytest.mark.gpu
@@ -87,12 +87,7 @@ def test_darts_search_at_batch_64_fits_in_12_gib(order, tmp_path):
         cfg = compose("search", overrides=["dataset=synthetic", "dataset.subset=512", "search.batch_size=64",
                                            f"search.order={order}", "trainer=gpu", "trainer.progress=false"])
     torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(cfg.trainer, Run(tmp_path))
-    loop = SearchLoop(cfg, trainer, Run(tmp_path))
-    batches = iter(loop.batches(0, 0))
-    for step in range(2):
-        trainer.begin_step()
-        loop.step(next(batches), 0, step)
+    search_steps(cfg, tmp_path)
     torch.cuda.synchronize()
     assert torch.cuda.max_memory_allocated() < 12 * 2**30
 

@@ -21,7 +21,7 @@ from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer, seed_everything
 from nasctl.train.trainer import SWITCHES, full_fp32, resolve_switches, set_tf32
-from tests.conftest import TINY_SEARCH, supernet
+from tests.conftest import TINY_SEARCH, search_steps, supernet
 from tests.conftest import nasctl as nasctl_cli
 
 CONF = nasctl.conf_dir()
@@ -202,12 +202,7 @@ def two_steps(tmp_path, *overrides: str) -> tuple[np.ndarray, SearchLoop]:
     """Alphas after two search steps of the TINY supernet, eager fp32 + `overrides`, and the loop."""
     cfg = composed(*TINY_SEARCH, *EAGER, *overrides)
     seed_everything(cfg.seed)
-    trainer = Trainer(cfg.trainer, Run(tmp_path))
-    loop = SearchLoop(cfg, trainer, Run(tmp_path))
-    batches = iter(loop.batches(0, 0))
-    for step in range(2):
-        trainer.begin_step()
-        loop.step(next(batches), 0, step)
+    loop = search_steps(cfg, tmp_path)
     return np.concatenate([a.detach().numpy().ravel() for a in loop.model.alphas.values()]), loop
 
 
