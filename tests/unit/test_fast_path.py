@@ -252,6 +252,7 @@ def test_regional_compile_shares_graphs_between_mixed_edges_and_gives_the_eager_
     np.testing.assert_allclose(regional, eager, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_regional_compile_of_the_eval_network_compiles_each_cell(tmp_path, monkeypatch, fresh_dynamo):
     from nasctl import genotype as G
     from nasctl.evalnet import EvalNetwork
