@@ -422,3 +422,19 @@ def test_stabilizers_run_a_real_search(space, stab, extra, fashion, tmp_path):
     assert {SCALARS[n] for n in names if n in SCALARS} <= record.keys()
     if "diagnostics.hessian_every=1" in extra:
         assert math.isfinite(record["hessian_eig"])
+
+
+# -- every registered stabilizer ----------------------------------------------------------------
+@pytest.mark.parametrize("name", STABILIZERS.names())
+def test_every_stabilizer_hooks_a_supernet_and_resumes_its_state(name):
+    """Built from its conf/ file: configures a supernet, logs float scalars, keeps a finite weight step,
+    and a fresh copy loaded with its state_dict gives the same state (what a resume relies on)."""
+    model = supernet()
+    s = attached(name, model)
+    assert all(isinstance(v, float) for v in s.on_epoch_start(model, 1, 4).values())
+    b = batches()
+    with s.weight_step(model, b, loss_fn(model)):
+        assert torch.isfinite(loss_fn(model)(b.x_train, b.y_train))
+    fresh = attached(name, supernet())
+    fresh.load_state_dict(s.state_dict())
+    assert repr(fresh.state_dict()) == repr(s.state_dict())
