@@ -32,7 +32,7 @@ from nasctl.stabilizers import Batches, EarlyStop, Stabilizers
 from nasctl.store import Run, atomic_write
 from nasctl.train import Trainer
 from nasctl.train.lifecycle import StageLoop, cosine_lr, eval_pass, run_stage, step_totals
-from nasctl.train.trainer import full_fp32, optimizer_settings, prime_momentum
+from nasctl.train.trainer import full_fp32, optimizer_settings
 
 
 def check_params(cfg: DictConfig) -> None:
@@ -89,7 +89,6 @@ class SearchLoop(StageLoop):
                 self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov,
                 **trainer.optimizer_kwargs(),
             )
-            prime_momentum(self.w_opt)
             self.architect = Architect(
                 self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
                 trainer.autocast, trainer.optimizer_kwargs(),

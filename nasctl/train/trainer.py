@@ -136,16 +136,6 @@ def optimizer_settings(section: str) -> Iterator[None]:
         raise NasctlError(f"torch.optim refused the {section}.* settings: {exc}.") from None
 
 
-def prime_momentum(opt: torch.optim.Optimizer) -> None:
-    """Zero momentum buffers for every parameter up front. torch's fused SGD refuses a step where some
-    parameters have a buffer and others do not yet (their first gradient comes later: GDAS trains one
-    op per edge per step). Exact for dampening 0: the first update momentum * 0 + g is torch's buf = g."""
-    for group in opt.param_groups:
-        if group.get("momentum") and not group.get("dampening"):
-            for p in group["params"]:
-                opt.state[p].setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

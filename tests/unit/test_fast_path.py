@@ -20,7 +20,7 @@ from nasctl.search.stage import SearchLoop, run_search
 from nasctl.stabilizers import Batches, Stabilizers
 from nasctl.store import Run
 from nasctl.train import Trainer, seed_everything
-from nasctl.train.trainer import SWITCHES, full_fp32, prime_momentum, resolve_switches, set_tf32
+from nasctl.train.trainer import SWITCHES, full_fp32, resolve_switches, set_tf32
 from tests.conftest import TINY_SEARCH, search_steps, supernet
 from tests.conftest import nasctl as nasctl_cli
 
@@ -299,27 +299,3 @@ def test_bench_times_each_variant_against_eager_and_writes_json(fashion, tmp_pat
         assert rows[case, "channels_last"]["rate"] > 0 and rows[case, "channels_last"]["ratio"] > 0
         assert rows[case, "cuda_graphs"]["rate"] is None and "CUDA" in rows[case, "cuda_graphs"]["note"]
     assert "eager" in result.stdout and "channels_last" in result.stdout  # the table
-
-
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_primed_momentum_is_torchs_sgd_exactly_and_lets_fused_sgd_take_late_first_gradients(nesterov):
-    """GDAS trains one op per edge per step: a weight's first gradient can come after others' (fused SGD
-    refused that step before `prime_momentum`)."""
-    torch.manual_seed(0)
-    grads = [[torch.randn(3), None], [torch.randn(3), torch.randn(3)], [None, torch.randn(3)]]
-
-    def train(prime: bool, fused: bool) -> list[torch.Tensor]:
-        params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))]
-        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=3e-4, nesterov=nesterov, fused=fused)
-        if prime:
-            prime_momentum(opt)
-        for step in grads:
-            for p, g in zip(params, step):
-                p.grad = None if g is None else g.clone()
-            opt.step()
-        return [p.detach() for p in params]
-
-    reference = train(prime=False, fused=False)
-    for got in (train(prime=True, fused=False), train(prime=True, fused=True)):
-        for a, b in zip(got, reference):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
