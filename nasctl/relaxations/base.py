@@ -31,6 +31,15 @@ if TYPE_CHECKING:
     from nasctl.spaces.base import MixedOp, NodeEdges, Supernet
 
 Params = Mapping[str, torch.Tensor]  # name -> architecture parameter (the keys of alphas.npz)
+Plan = list[tuple[int, torch.Tensor]]  # (dim, index) selections that turn a tensor of an old shape into the new one
+Grown = dict[nn.Parameter, tuple[nn.Parameter, Plan]]  # new weight -> (the weight it replaces, how its state grows)
+
+
+def regrow(t: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """`t` (shaped like a replaced weight) reshaped as its successor: index_select along each (dim, index)."""
+    for dim, index in plan:
+        t = t.index_select(dim, index.to(t.device))
+    return t
 
 
 @dataclass
@@ -121,6 +130,14 @@ class Relaxation(nn.Module):
     def arch_frozen(self, epoch: int, epochs: int) -> bool:
         """Whether the architecture step is skipped in this epoch (warm-up)."""
         return False
+
+    def stage_at(self, epoch: int, epochs: int) -> int:
+        """Which stage of a staged search `epoch` is in (DrNAS's progressive learning); one stage by default."""
+        return 0
+
+    def enter_stage(self, model: Supernet, stage: int) -> Grown:
+        """Change the supernet from stage `stage - 1` to `stage`; returns the weights it replaced."""
+        raise NotImplementedError(f"relaxation={self.cfg.name} has one stage")
 
     def arch_loss(self, model: Supernet) -> torch.Tensor | None:
         """A regulariser of the relaxation added to the architecture objective."""

@@ -77,6 +77,17 @@ class PartialChannels:
         return y if e.scale is None else e.scale * y
 
 
+def check_split(model: Supernet, ks: Sequence[int], setting: str) -> None:
+    """NasctlError unless every mixed edge's channels split into K parts for each K in `ks`."""
+    if bad := sorted({(m.C, K) for m in model.mixed_ops() for K in ks if m.C % K}):
+        C, K = bad[0]
+        raise NasctlError(
+            f"relaxation={model.relaxation.cfg.name} sends 1/{K} of each edge's channels through its candidates, but "
+            f"edges of {C} channels do not split into {K} parts: choose space.C so that every cell's width is "
+            f"divisible by {setting}."
+        )
+
+
 class PcDarts(Relaxation):
     """softmax(alpha) on 1/K of the channels, edges scaled by softmax(beta) per node."""
 
@@ -87,12 +98,7 @@ class PcDarts(Relaxation):
     def attach(self, model: Supernet) -> None:
         super().attach(model)
         K = self.cfg.partial_channels
-        if bad := sorted({m.C for m in model.mixed_ops() if m.C % K}):
-            raise NasctlError(
-                f"relaxation=pc_darts sends 1/{K} of each edge's channels through its candidates, but edges of "
-                f"{', '.join(map(str, bad))} channels do not split into {K} parts: choose space.C divisible by "
-                f"relaxation.partial_channels={K}."
-            )
+        check_split(model, [K], f"relaxation.partial_channels={K}")
         for m in model.mixed_ops():  # candidates of C/K channels; m.C stays the edge's width (DARTS-'s aux sees all)
             m.ops = nn.ModuleList(m.table[n](m.C // K, m.stride, False) for n in m.names)
             m.evaluate = PartialChannels(K)

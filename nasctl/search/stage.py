@@ -25,6 +25,7 @@ from nasctl.data import DeviceBatches, load_split
 from nasctl.data.batches import VALIDATION_HALF, derive_seed
 from nasctl.errors import NasctlError
 from nasctl.relaxations import Relaxation, build_relaxation
+from nasctl.relaxations.base import regrow
 from nasctl.search import diagnostics, hessian
 from nasctl.search.architect import Architect
 from nasctl.spaces import space_config
@@ -83,12 +84,9 @@ class SearchLoop(StageLoop):
         self.relaxation.attach(model)
         self.hooks.configure(model)
         self.model = trainer.prepare(model)
-        self.weights = self.model.weight_parameters()
+        self.stage = 0  # of a staged relaxation (DrNAS's progressive learning)
+        self.w_opt = self.weight_optimizer()
         with optimizer_settings("search"):
-            self.w_opt = torch.optim.SGD(
-                self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov,
-                **trainer.optimizer_kwargs(),
-            )
             self.architect = Architect(
                 self.model, self.w_opt, s.order, self.hooks, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay,
                 trainer.autocast, trainer.optimizer_kwargs(),
@@ -96,6 +94,29 @@ class SearchLoop(StageLoop):
         self.alpha_history: dict[str, list[np.ndarray]] = {k: [] for k in self.relaxation.params(self.model)}
         self.epoch_scalars: dict[str, float] = {}
         self.stopped: EarlyStop | None = None  # set when a stabilizer ends the search early (DARTS-ES)
+
+    def weight_optimizer(self) -> torch.optim.SGD:
+        """SGD on the supernet's current weights (rebuilt when a stage replaces some)."""
+        s = self.hp
+        self.weights = self.model.weight_parameters()
+        with optimizer_settings("search"):
+            return torch.optim.SGD(
+                self.weights, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay, nesterov=s.w_nesterov,
+                **self.trainer.optimizer_kwargs(),
+            )
+
+    def enter_stages(self, stage: int) -> None:
+        """Let the relaxation change the supernet up to `stage`; the weight optimizer's state follows (DR net2wider.py:79-116)."""
+        while self.stage < stage:
+            self.stage += 1
+            grown = self.relaxation.enter_stage(self.model, self.stage)
+            old, self.w_opt = self.w_opt, self.weight_optimizer()
+            for w in self.weights:
+                prev, plan = grown.get(w, (w, []))
+                if prev in old.state:
+                    self.w_opt.state[w] = {k: regrow(v, plan) if torch.is_tensor(v) and v.shape == prev.shape else v
+                                           for k, v in old.state[prev].items()}
+            self.architect.w_opt = self.w_opt
 
     def result(self) -> dict[str, Any]:
         stop = {} if self.stopped is None else {"reason": self.stopped.reason, "early_stop": self.stopped.details}
@@ -108,6 +129,7 @@ class SearchLoop(StageLoop):
 
     def batches(self, epoch: int, start_step: int) -> Iterator[tuple]:
         epochs = self.cfg.search.epochs
+        self.enter_stages(self.relaxation.stage_at(epoch, epochs))
         self.epoch_scalars = {**self.relaxation.on_epoch_start(epoch, epochs),
                               **self.hooks.on_epoch_start(self.model, epoch, epochs)}
         self.set_lr(self.w_opt, epoch)
@@ -188,6 +210,7 @@ class SearchLoop(StageLoop):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "stage": self.stage,
             "model": self.model.state_dict(),
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.architect.opt.state_dict(),
@@ -197,6 +220,7 @@ class SearchLoop(StageLoop):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.enter_stages(state.get("stage", 0))  # the saved shapes and masks first
         self.model.load_state_dict(state["model"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.architect.opt.load_state_dict(state["a_opt"])

@@ -8,12 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from nasctl import conf_dir as nasctl_conf
 from tests.conftest import TINY_ANY_SPACE, TINY_SEARCH, nasctl
 
 pytestmark = pytest.mark.slow
@@ -67,6 +70,20 @@ def test_pc_darts_search_keeps_alpha_and_beta_frozen_during_warmup(tmp_path, fas
     assert all(not np.array_equal(slow[k][1], fast[k][1]) for k in ("cell", "beta_cell"))  # epoch 1: both learn
 
 
+def launch(args: list[str], cwd: Path, run: str) -> tuple[subprocess.Popen, Callable[[Callable[[], bool]], None]]:
+    """Start a search to kill; `wait(cond)` polls until cond() holds while it runs (at most 300 s)."""
+    proc = subprocess.Popen([sys.executable, "-m", "nasctl", "search", *args, f"hydra.run.dir={run}"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 300
+
+    def wait(cond: Callable[[], bool]) -> None:
+        while not cond():
+            assert proc.poll() is None and time.time() < end, proc.communicate()
+            time.sleep(0.02)
+
+    return proc, wait
+
+
 @pytest.mark.parametrize(("relaxation", "space"), [("gdas", NB201), ("drnas", NB201), ("pc_darts", DARTS)])
 def test_sigkill_then_resume_is_bit_identical(tmp_path, fashion, nb201_table, relaxation, space):
     args = [*space, f"relaxation={relaxation}", "search.epochs=3", "search.steps_per_epoch=6",
@@ -74,8 +91,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, fashion, nb201_table, re
     ref = nasctl("search", *args, "hydra.run.dir=ref", cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nasctl", "search", *args, "hydra.run.dir=killed"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc, wait = launch(args, tmp_path, "killed")
 
     def checkpoints() -> dict:
         try:
@@ -83,14 +99,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, fashion, nb201_table, re
         except (OSError, json.JSONDecodeError):
             return {}
 
-    end = time.time() + 300
-    while not (killed / "metrics.jsonl").exists():  # epoch 0 done
-        assert proc.poll() is None and time.time() < end, proc.communicate()
-        time.sleep(0.02)
+    wait(lambda: (killed / "metrics.jsonl").exists())  # epoch 0 done
     after_epoch = checkpoints().get("last.pt")
-    while checkpoints().get("last.pt") in (None, after_epoch):  # a mid-epoch checkpoint
-        assert proc.poll() is None and time.time() < end, proc.communicate()
-        time.sleep(0.02)
+    wait(lambda: checkpoints().get("last.pt") not in (None, after_epoch))  # a mid-epoch checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = nasctl("search", "resume=killed", "trainer=cpu", "trainer.progress=false", cwd=tmp_path)
@@ -129,3 +140,56 @@ def test_sweep_over_relaxations_and_stabilizers(tmp_path, fashion, nb201_table):
         methods = {row["method"] for row in csv.DictReader(f)}
     assert {"none", "sdarts_rs", "pc_darts+none", "pc_darts+sdarts_rs", "gdas+none", "drnas+none",
             "drnas+sdarts_rs"} <= methods  # one group per relaxation and stabilizer, never mixed
+
+
+PROGRESSIVE = [*TINY_SEARCH, "space=darts_nonone", "space.C=8", "space.layers=3", "relaxation=drnas"]
+
+
+def stages(epochs: str) -> str:
+    return f"relaxation.progressive={{k:[4,2],ops:[7,4],epochs:{epochs},warmup:0.5}}"
+
+
+def test_drnas_progressive_search_derives_a_cell_of_kept_ops(tmp_path, fashion):
+    out = nasctl("search", *PROGRESSIVE, stages("[0.5,0.5]"), "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run"
+    genotype = json.loads((run / "genotype.json").read_text())
+    ops = list(OmegaConf.load(Path(nasctl_conf()) / "space" / "darts_nonone.yaml").ops)
+    with np.load(run / "alphas.npz") as z:
+        assert (z["keep_normal"][0] == 1).all() and (z["keep_normal"][-1].sum(-1) == 4).all()  # pruned at epoch 1
+        for cell in ("normal", "reduce"):
+            keep = z[f"keep_{cell}"][-1]
+            for i, (op, j) in enumerate(genotype[cell]):
+                row = sum(2 + t for t in range(i // 2)) + j
+                assert keep[row, ops.index(op)] == 1
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["loop"]
+    assert ckpt["stage"] == 1
+    dw = next(v for k, v in ckpt["model"].items() if k.endswith("edges.0.ops.3.0.1.weight"))  # sep_conv's depthwise
+    assert dw.shape[0] == 4  # widened from 8/4 to 8/2 channels
+
+
+def test_drnas_progressive_sigkill_in_the_widened_stage_resumes_bit_identical(tmp_path, fashion):
+    args = [*PROGRESSIVE, stages("[0.34,0.66]"), "search.epochs=3", "search.steps_per_epoch=6",
+            "trainer.checkpoint_every_steps=2"]
+    ref = nasctl("search", *args, "hydra.run.dir=ref", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    killed = tmp_path / "killed"
+    proc, wait = launch(args, tmp_path, "killed")
+    state: dict = {}
+
+    def in_widened_stage() -> bool:  # a checkpoint inside epoch 1, the first of the widened stage
+        try:
+            state.update(torch.load(killed / "checkpoints" / "last.pt", weights_only=False))
+        except Exception:  # noqa: BLE001  (not there yet, or being written)
+            return False
+        return state["epoch"] == 1 and state["step"] > 0
+
+    wait(in_widened_stage)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state["loop"]["stage"] == 1
+    resumed = nasctl("search", "resume=killed", "trainer=cpu", "trainer.progress=false", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=False)["loop"] for d in ("ref", "killed"))
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [m["train_loss"] for m in metrics(killed)] == [m["train_loss"] for m in metrics(tmp_path / "ref")]
