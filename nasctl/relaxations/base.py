@@ -136,8 +136,8 @@ class Relaxation(nn.Module):
         return 0
 
     def enter_stage(self, model: Supernet, stage: int) -> Grown:
-        """Change the supernet from stage `stage - 1` to `stage`; returns the weights it replaced."""
-        raise NotImplementedError(f"relaxation={self.cfg.name} has one stage")
+        """Change the supernet from stage `stage - 1` to `stage`; returns the weights it replaced (none: one stage)."""
+        return {}
 
     def arch_loss(self, model: Supernet) -> torch.Tensor | None:
         """A regulariser of the relaxation added to the architecture objective."""
