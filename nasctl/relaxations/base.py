@@ -16,6 +16,8 @@ work starts.
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ from nasctl.registry import Registry
 
 if TYPE_CHECKING:
     from nasctl.spaces.base import MixedOp, NodeEdges, Supernet
+    from nasctl.spaces.ops import EdgeInput
 
 Params = Mapping[str, torch.Tensor]  # name -> architecture parameter (the keys of alphas.npz)
 Plan = list[tuple[int, torch.Tensor]]  # (dim, index) selections that turn a tensor of an old shape into the new one
@@ -72,12 +75,12 @@ class CellMix:
         )
 
 
-Evaluate = Callable[["MixedOp", torch.Tensor, EdgeMix], torch.Tensor]  # (edge, x, its mix) -> mixture
+Evaluate = Callable[["MixedOp", "EdgeInput", EdgeMix], torch.Tensor]  # (edge, its input, its mix) -> mixture
 
 
-def mix_all(m: MixedOp, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
+def mix_all(m: MixedOp, src: EdgeInput, e: EdgeMix) -> torch.Tensor:
     """DARTS: sum_o w_o o(x) over every candidate but `none` (zeros, zero gradient)."""
-    return sum(e.weights[i] * m.ops[i](x) for i in m.active)
+    return functools.reduce(operator.add, (m.candidate(i, src, e.weights[i]) for i in m.active))
 
 
 class Relaxation(nn.Module):

@@ -24,6 +24,7 @@ from nasctl.relaxations.base import RELAXATIONS, CellMix, EdgeMix, Relaxation, R
 
 if TYPE_CHECKING:
     from nasctl.spaces.base import MixedOp, NodeEdges, Supernet
+    from nasctl.spaces.ops import EdgeInput
 
 
 @dataclass
@@ -54,8 +55,8 @@ class SampledOne:
 
     unsampled_scalars: bool
 
-    def __call__(self, m: MixedOp, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
-        out = e.weights[e.pick] * m.ops[e.pick](x)
+    def __call__(self, m: MixedOp, src: EdgeInput, e: EdgeMix) -> torch.Tensor:
+        out = e.weights[e.pick] * m.ops[e.pick](src.x)  # its own forward: one op, nothing to share or fuse
         if self.unsampled_scalars:
             out = out + sum(e.weights[i] for i in range(len(m.ops)) if i != e.pick)
         return out

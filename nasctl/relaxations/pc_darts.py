@@ -33,6 +33,7 @@ from nasctl.relaxations.base import (
 
 if TYPE_CHECKING:
     from nasctl.spaces.base import MixedOp, Supernet
+    from nasctl.spaces.ops import EdgeInput
 
 
 @dataclass
@@ -68,12 +69,13 @@ class PartialChannels:
 
     K: int
 
-    def __call__(self, m: MixedOp, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
+    def __call__(self, m: MixedOp, src: EdgeInput, e: EdgeMix) -> torch.Tensor:
+        x = src.x
         part = x.shape[1] // self.K
         bypass = x[:, part:]
         if m.stride == 2:
             bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
-        y = channel_shuffle(torch.cat([mix_all(m, x[:, :part], e), bypass], 1), self.K)
+        y = channel_shuffle(torch.cat([mix_all(m, src.head(part), e), bypass], 1), self.K)
         return y if e.scale is None else e.scale * y
 
 

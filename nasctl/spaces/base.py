@@ -7,6 +7,8 @@ logits are optimised (that is the search loop's and the stabilizers' business).
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +19,7 @@ from torch import nn
 from nasctl.genotype import Genotype
 from nasctl.registry import Registry
 from nasctl.relaxations.base import CellMix, EdgeMix, Evaluate, Relaxation, mix_all
-from nasctl.spaces.ops import OPS, OpFactory, drop_path
+from nasctl.spaces.ops import OPS, EdgeInput, Mixable, OpFactory, drop_path
 
 EdgeLabels = dict[str, list[tuple[str, list[str]]]]
 NodeEdges = dict[str, list[list[int]]]  # per cell type, the alpha rows entering each node
@@ -43,9 +45,16 @@ class MixedOp(nn.Module):
         self.aux: nn.Module | None = None
         self.evaluate: Evaluate = mix_all
 
-    def forward(self, x: torch.Tensor, e: EdgeMix) -> torch.Tensor:
-        out = self.evaluate(self, x, e)
-        return out if self.aux is None else out + self.aux(x)
+    def forward(self, x: torch.Tensor | EdgeInput, e: EdgeMix) -> torch.Tensor:
+        """The edge's output; a cell passes each node as an `EdgeInput` shared by the edges that read it."""
+        src = x if isinstance(x, EdgeInput) else EdgeInput(x)
+        out = self.evaluate(self, src, e)
+        return out if self.aux is None else out + self.aux(src.x)
+
+    def candidate(self, i: int, src: EdgeInput, w: torch.Tensor) -> torch.Tensor:
+        """w * (candidate i)(src.x), through the candidate's fused path where it has one (`Mixable`)."""
+        op = self.ops[i]
+        return op.weighted(src, w) if isinstance(op, Mixable) else w * op(src.x)
 
     def wrap(self, name: str, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         """Replace candidate `name`, where this edge has it, by `wrapper(op)`."""
@@ -128,9 +137,24 @@ class Supernet(nn.Module):
         return self.mixed_ops()
 
 
+class DenseGrad(torch.autograd.Function):
+    """Identity whose backward hands on the gradient dense, in the forward's memory format: a node's gradient
+    is often a strided slice of the cell's concat, on which the CPU's batch-norm backward runs up to 10x slower."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        ctx.layout = torch.channels_last if nhwc else torch.contiguous_format
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g.contiguous(memory_format=ctx.layout)
+
+
 def node_sum(outs: Iterable[torch.Tensor], drop_prob: float) -> torch.Tensor:
     """A node of a search cell: the sum of its mixed-edge outputs, each drop-pathed when `drop_prob` > 0."""
-    return sum(drop_path(o, drop_prob) if drop_prob > 0 else o for o in outs)
+    return DenseGrad.apply(functools.reduce(operator.add, (drop_path(o, drop_prob) if drop_prob > 0 else o for o in outs)))
 
 
 @dataclass(frozen=True)

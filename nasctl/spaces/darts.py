@@ -18,7 +18,7 @@ from torch import nn
 from nasctl.genotype import CellGenotype, darts_node
 from nasctl.relaxations import CellMix
 from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, NodeEdges, Space, Supernet, node_sum
-from nasctl.spaces.ops import FactorizedReduce, ReLUConvBN
+from nasctl.spaces.ops import EdgeInput, FactorizedReduce, ReLUConvBN
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -71,13 +71,13 @@ class SearchCell(nn.Module):
                 self.edges.append(MixedOp(ops[len(self.edges)], C, stride))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: CellMix, drop_prob: float) -> torch.Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = [EdgeInput(self.pre0(s0)), EdgeInput(self.pre1(s1))]  # each node read once by all its edges
         offset = 0
         for _ in range(self.steps):
             outs = (self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
-            states.append(node_sum(outs, drop_prob))
+            states.append(EdgeInput(node_sum(outs, drop_prob)))
             offset += len(states) - 1
-        return torch.cat(states[-self.multiplier :], dim=1)
+        return torch.cat([h.x for h in states[-self.multiplier :]], dim=1)
 
 
 class DartsSupernet(Supernet):

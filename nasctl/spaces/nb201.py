@@ -19,7 +19,7 @@ from nasctl.errors import NasctlError
 from nasctl.genotype import ArchString
 from nasctl.relaxations import CellMix
 from nasctl.spaces.base import SPACES, EdgeLabels, MixedOp, NodeEdges, Space, Supernet, node_sum
-from nasctl.spaces.ops import NB201_OPS, ReLUConvBN
+from nasctl.spaces.ops import NB201_OPS, EdgeInput, ReLUConvBN
 
 NODES = 4
 EDGES = tuple((i, j) for i in range(1, NODES) for j in range(i))  # alpha rows: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2
@@ -42,11 +42,11 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(ops, C, 1, NB201_OPS) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: CellMix, drop_prob: float) -> torch.Tensor:
-        nodes = [x]
+        nodes = [EdgeInput(x)]  # each node read once by all its edges
         for i in range(1, NODES):
             outs = (self.edges[k](nodes[j], weights[k]) for k, (t, j) in enumerate(EDGES) if t == i)
-            nodes.append(node_sum(outs, drop_prob))
-        return nodes[-1]
+            nodes.append(EdgeInput(node_sum(outs, drop_prob)))
+        return nodes[-1].x
 
 
 class ResNetBlock(nn.Module):

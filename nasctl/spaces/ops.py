@@ -2,6 +2,12 @@
 
 Each factory takes (C, stride, affine) and returns a module mapping (B, C, H, W) to
 (B, C, H/stride, W/stride). Follows the DARTS code's primitives (Liu et al. 2019).
+
+A mixed edge calls a candidate through `weighted(src, w)` = w * op(src.x) where the candidate is
+`Mixable`: its mixing weight enters its last BN as the affine scale (one kernel, not BN then a
+product), and it reads the results of its parameter-free first layer (the ReLU, a pooling) from
+the `EdgeInput`, which computes each once for every candidate and edge that reads that node. The
+same sums as the plain forward, fewer kernels (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -24,7 +30,80 @@ def op(name: str) -> Callable[[OpFactory], OpFactory]:
     return add
 
 
-class ReLUConvBN(nn.Sequential):
+class EdgeInput:
+    """A node's output as the mixed edges read it: `memo(key, fn)` computes fn(x) once for all its readers."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self._memo: dict[object, object] = {}
+
+    def memo(self, key: object, fn: Callable[[torch.Tensor], object]) -> object:
+        if key not in self._memo:
+            self._memo[key] = fn(self.x)
+        return self._memo[key]
+
+    def shared(self, layer: nn.Module) -> torch.Tensor:
+        """layer(x) of a parameter-free layer, once for all layers of its kind and arguments (its repr)."""
+        return self.memo(repr(layer), layer)
+
+    def head(self, channels: int) -> EdgeInput:
+        """The first `channels` channels as an input of their own (PC-DARTS's partial channels), shared too."""
+        return self.memo(("head", channels), lambda x: EdgeInput(x[:, :channels]))
+
+
+def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """`w * bn(x)` in one batch-norm kernel (w a scalar tensor; None: `bn(x)`); running stats update as in `bn`."""
+    if w is None:
+        return bn(x)
+    if bn.training:
+        bn.num_batches_tracked.add_(1)
+    weight = w.expand(bn.num_features).contiguous() if bn.weight is None else bn.weight * w  # CPU NHWC BN misreads a stride-0 weight
+    bias = None if bn.bias is None else bn.bias * w
+    return F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias, bn.training, bn.momentum, bn.eps)
+
+
+class Mixable:
+    """A candidate with a mixed-edge path: `weighted(src, w)` equals w * self(src.x) (subclasses fuse it)."""
+
+    def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
+        y = self(src.x)  # type: ignore[operator]
+        return y if w is None else w * y
+
+
+class Rectified(Mixable, nn.Sequential):
+    """ReLU first, BN last: the mixed path reads the edge input's shared ReLU and scales inside the BN."""
+
+    def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
+        y = src.shared(self[0])
+        for layer in list(self)[1:-1]:
+            y = layer(y)
+        return scaled_bn(self[-1], y, w)
+
+
+class DilatedDepthwise(nn.Conv2d):
+    """A depthwise conv with dilation d and 'same' padding, computed as an undilated conv on each of the
+    d x d polyphase components (space-to-batch): the same sums through the CPU's fast small-kernel path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (d, _), (k, _), (s, _) = self.dilation, self.kernel_size, self.stride
+        B, C, H, W = x.shape
+        if s == d:  # only the (0, 0) component is read: an undilated conv of every d-th pixel
+            return F.conv2d(x[:, :, ::d, ::d], self.weight, None, 1, (k - 1) // 2, 1, self.groups)
+        if s != 1 or H % d or W % d:
+            return super().forward(x)
+        h, w = H // d, W // d
+        if x.is_contiguous(memory_format=torch.channels_last):  # rearrange the NHWC memory, keep NHWC
+            parts = x.permute(0, 2, 3, 1).reshape(B, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
+            y = F.conv2d(parts.reshape(d * d * B, h, w, C).permute(0, 3, 1, 2), self.weight, None, 1,
+                         (k - 1) // 2, 1, self.groups)
+            y = y.permute(0, 2, 3, 1).reshape(d, d, B, h, w, C).permute(2, 3, 0, 4, 1, 5)
+            return y.reshape(B, H, W, C).permute(0, 3, 1, 2)
+        parts = x.reshape(B, C, h, d, w, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * B, C, h, w)
+        y = F.conv2d(parts, self.weight, None, 1, (k - 1) // 2, 1, self.groups)
+        return y.reshape(d, d, B, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(B, C, H, W)
+
+
+class ReLUConvBN(Rectified):
     """ReLU -> Conv -> BN."""
 
     def __init__(self, C_in: int, C_out: int, k: int, stride: int, pad: int, affine: bool) -> None:
@@ -35,19 +114,20 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(Rectified):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
 
     def __init__(self, C_in: int, C_out: int, k: int, stride: int, pad: int, dilation: int, affine: bool) -> None:
+        same = dilation > 1 and pad == dilation * (k - 1) // 2 and k % 2 == 1
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, k, stride, pad, dilation=dilation, groups=C_in, bias=False),
+            (DilatedDepthwise if same else nn.Conv2d)(C_in, C_in, k, stride, pad, dilation=dilation, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
 
-class SepConv(nn.Sequential):
+class SepConv(Mixable, nn.Sequential):
     """Two stacked depthwise-separable convs; only the first is strided."""
 
     def __init__(self, C_in: int, C_out: int, k: int, stride: int, pad: int, affine: bool) -> None:
@@ -55,6 +135,9 @@ class SepConv(nn.Sequential):
             DilConv(C_in, C_in, k, stride, pad, 1, affine),
             DilConv(C_in, C_out, k, 1, pad, 1, affine),
         )
+
+    def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
+        return self[1].weighted(EdgeInput(self[0].weighted(src, None)), w)
 
 
 class Zero(nn.Module):
@@ -68,7 +151,7 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-class FactorizedReduce(nn.Module):
+class FactorizedReduce(Mixable, nn.Module):
     """Halve the resolution with two offset strided 1x1 convs, concatenated (skip on stride 2)."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
@@ -79,9 +162,12 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.weighted(EdgeInput(x), None)
+
+    def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
+        x = src.shared(self.relu)
         shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))  # padding keeps odd sizes aligned
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return scaled_bn(self.bn, torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1), w)
 
 
 class Noise(nn.Module):
@@ -102,14 +188,24 @@ def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
     return x / keep * mask
 
 
-def pool(kind: str, C: int, stride: int, affine: bool) -> nn.Module:
+class Pool(Mixable, nn.Sequential):
+    """A pooling, optionally followed by a BN; the mixed path pools an edge input once for all its edges."""
+
+    def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
+        y = src.shared(self[0])
+        if len(self) == 1:
+            return y if w is None else w * y
+        return scaled_bn(self[1], y, w)
+
+
+def pool(kind: str, C: int, stride: int, affine: bool) -> Pool:
     """3x3 pooling; in search cells (affine=False) followed by a non-affine BN as in DARTS."""
     layer = (
         nn.MaxPool2d(3, stride=stride, padding=1)
         if kind == "max"
         else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
     )
-    return layer if affine else nn.Sequential(layer, nn.BatchNorm2d(C, affine=False))
+    return Pool(layer) if affine else Pool(layer, nn.BatchNorm2d(C, affine=False))
 
 
 op("none")(lambda C, stride, affine: Zero(stride))
@@ -128,5 +224,5 @@ op("nor_conv_3x3")(lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affi
 # that average pooling has no BN after it; the names stay the benchmark's arch-string names.
 NB201_OPS: dict[str, OpFactory] = {
     **{n: OPS[n] for n in ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3")},
-    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+    "avg_pool_3x3": lambda C, stride, affine: Pool(nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)),
 }

@@ -21,6 +21,7 @@ from nasctl.relaxations.drnas import kl_to_uniform
 from nasctl.relaxations.gdas import SampledOne, gumbel_hard
 from nasctl.relaxations.pc_darts import channel_shuffle, edge_weights
 from nasctl.spaces import space_config
+from nasctl.spaces.ops import EdgeInput
 
 CONF = nasctl.conf_dir()
 DARTS_OPS = list(OmegaConf.load(CONF / "space" / "darts.yaml").ops)
@@ -185,12 +186,12 @@ def test_sampled_edge_gradient_flows_through_the_sampled_weight_only():
 
     p = torch.softmax(logits / 2.0, -1)
     x = torch.randn(2, 8, 4, 4)
-    (g,) = torch.autograd.grad(SampledOne(False)(m, x, EdgeMix(hard(), pick=k)).sum(), logits)
+    (g,) = torch.autograd.grad(SampledOne(False)(m, EdgeInput(x), EdgeMix(hard(), pick=k)).sum(), logits)
     s, p = m.ops[k](x).sum().detach(), p.detach()
     expected = s * p[k] * (torch.eye(5)[k] - p) / 2.0  # d p_k / d alpha = p_k (delta - p) / tau
     assert torch.allclose(g, expected, rtol=1e-4, atol=1e-6)
     # AD's NB201 cell: the other weights are added as zero-valued scalars, each getting sum(upstream) = numel
-    (g2,) = torch.autograd.grad(SampledOne(True)(m, x, EdgeMix(hard(), pick=k)).sum(), logits)
+    (g2,) = torch.autograd.grad(SampledOne(True)(m, EdgeInput(x), EdgeMix(hard(), pick=k)).sum(), logits)
     n = float(x.numel())
     J = torch.diag(p) - torch.outer(p, p)  # softmax Jacobian (times tau)
     up = torch.full((5,), n)
