@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasctl.errors import NasctlError
+from nasctl.original import Original, why_not
 from nasctl.store import Run, atomic_write
 from nasctl.train import Loop, Trainer, pick_device, seed_everything
 from nasctl.train.lifecycle import build_loop
@@ -156,16 +157,31 @@ class Timed:
         loop, per_step = build(stage, ccfg, trainer, run)
         return cls(trainer, loop, endless(loop), per_step)
 
-    def run(self, steps: int) -> float:
-        """Wall seconds of `steps` steps, data included, synchronised with the device."""
-        sync = torch.cuda.synchronize if self.trainer.device.type == "cuda" else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
-        for i in range(steps):
-            self.trainer.begin_step()
-            self.loop.step(next(self.batches), 0, i)
-        sync()
-        return time.perf_counter() - t0
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.device
+
+    def step(self, i: int) -> None:
+        """One step, its data included."""
+        self.trainer.begin_step()
+        self.loop.step(next(self.batches), 0, i)
+
+
+def wall_seconds(t: Timed | Original, steps: int) -> float:
+    """Wall seconds of `steps` of a built variant's steps, synchronised with its device."""
+    sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        t.step(i)
+    sync()
+    return time.perf_counter() - t0
+
+
+def held_since(memory: Memory, start: int | None) -> int | None:
+    """Bytes a built variant holds: in use now minus in use at `start` (None where unknown)."""
+    after = memory.reset()
+    return after - start if start is not None and after is not None else None
 
 
 def failed(exc: BaseException) -> str:
@@ -181,9 +197,9 @@ def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: M
     configs = {v: compose_case(cfg, case.stage, [*case.overrides, *cfg.baseline, *o]) for v, o in cfg.variants.items()}
     # Build the baseline, take a step and drop it: imports, caches and lazy initialisation are then
     # paid for, and not charged to the first variant's time and memory.
-    Timed.make(case.stage, Trainer(configs[BASELINE].trainer, run), configs[BASELINE], run).run(1)
+    wall_seconds(Timed.make(case.stage, Trainer(configs[BASELINE].trainer, run), configs[BASELINE], run), 1)
     results: dict[str, Result] = {}
-    built: dict[str, Timed] = {}
+    built: dict[str, Timed | Original] = {}
     static: dict[str, int | None] = {}  # bytes a variant's loop holds after its warm-up
     twins: dict[str, str] = {}  # variant -> the built variant with the same resolved switches
     for variant, ccfg in configs.items():
@@ -202,13 +218,21 @@ def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: M
         start = memory.reset()
         try:
             t = Timed.make(case.stage, trainer, ccfg, run)
-            res.warmup_s = t.run(cfg.warmup)
+            res.warmup_s = wall_seconds(t, cfg.warmup)
         except Exception as exc:  # noqa: BLE001  (a row that says why, and the other variants still run)
             res.note = failed(exc)
             continue
         built[variant] = t
-        after = memory.reset()
-        static[variant] = after - start if start is not None and after is not None else None
+        static[variant] = held_since(memory, start)
+    if cfg.original and case.stage == "search" and BASELINE in built:
+        if reason := why_not(configs[BASELINE]):
+            results["original"] = Result(name, "original", unit, note=f"skipped: {reason}")
+        else:
+            log.print(f"bench {name}: building and warming up the original code ({cfg.original})")
+            start = memory.reset()
+            built["original"] = Original(cfg.original, configs[BASELINE], built[BASELINE].device, built[BASELINE].batches)
+            results["original"] = Result(name, "original", unit, warmup_s=wall_seconds(built["original"], cfg.warmup))
+            static["original"] = held_since(memory, start)
     names = list(built)
     times: dict[str, list[float]] = {v: [] for v in names}
     log.print(f"bench {name}: timing {', '.join(names)} ({cfg.rounds} rounds of {cfg.steps} steps)")
@@ -218,7 +242,7 @@ def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: M
                 continue
             before = memory.reset() if r == 0 else None  # round 0 also gives the peak a step adds
             try:
-                times[variant].append(built[variant].run(cfg.steps))
+                times[variant].append(wall_seconds(built[variant], cfg.steps))
             except Exception as exc:  # noqa: BLE001
                 results[variant].note, times[variant] = failed(exc), []
                 continue
@@ -235,6 +259,8 @@ def bench_case(cfg: DictConfig, name: str, case: DictConfig, run: Run, memory: M
     for res in results.values():
         if res.rate is not None and base is not None and base.rate:
             res.ratio = res.rate / base.rate
+    if (orig := results.get("original")) and orig.rate:
+        orig.note = "quark0/darts's own step; nasctl's rates over it: " + ", ".join(f"{v} {r.rate / orig.rate:.2f}x" for v, r in results.items() if r.rate and v != "original")
     return list(results.values())
 
 

@@ -224,6 +224,7 @@ class BenchConfig:
     steps: int = MISSING  # timed steps per round
     rounds: int = MISSING  # rounds over all variants, interleaved; the median round counts
     output: str = MISSING  # JSON file of the results
+    original: Optional[str] = MISSING  # a checkout of quark0/darts: its first-order step timed beside nasctl's
 
 
 # Keys that only some options of their group set (the rest leave the schema's None = unused).
