@@ -48,6 +48,8 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor | EdgeInput, e: EdgeMix) -> torch.Tensor:
         """The edge's output; a cell passes each node as an `EdgeInput` shared by the edges that read it."""
         src = x if isinstance(x, EdgeInput) else EdgeInput(x)
+        if torch.compiler.is_compiling():  # a compiled edge reads its input alone: a node-wide memo would give
+            src = EdgeInput(src.x)  # every edge guards of its own (no shared graphs); the compiler dedupes instead
         out = self.evaluate(self, src, e)
         return out if self.aux is None else out + self.aux(src.x)
 

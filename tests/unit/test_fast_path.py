@@ -234,9 +234,11 @@ def test_compile_captures_every_path_of_the_search_step(extra, fashion, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra, shared", [([], True), (["search.order=second", "stabilizer=sdarts_adv"], False)])
+# Second order divides a difference of two gradients by 2r, so the compiled graphs' own rounding of the
+# fused batch norm (decomposed by AOTAutograd) reaches the alphas at a few 1e-6 (seen: 5.3e-6).
+@pytest.mark.parametrize("extra, shared, atol", [([], True, 1e-6), (["search.order=second", "stabilizer=sdarts_adv"], False, 2e-5)])
 def test_regional_compile_shares_graphs_between_mixed_edges_and_gives_the_eager_alphas(
-    extra, shared, fashion, tmp_path, monkeypatch, fresh_dynamo
+    extra, shared, atol, fashion, tmp_path, monkeypatch, fresh_dynamo
 ):
     """compile=regional compiles each mixed edge (aot_eager: inductor's capture without its C++ build):
     the first-order step's 28 edges of two widths and two strides share graphs (4 when run alone; a few
@@ -251,7 +253,7 @@ def test_regional_compile_shares_graphs_between_mixed_edges_and_gives_the_eager_
     assert edges == 28 and 1 <= fresh_dynamo["unique_graphs"] < (edges if shared else 2 * edges)
     assert all(m._compiled_call_impl is not None for m in loop.model.mixed_ops())
     assert getattr(loop.model, "_compiled_call_impl", None) is None  # the supernet itself stays eager
-    np.testing.assert_allclose(regional, eager, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(regional, eager, rtol=0, atol=atol)
 
 
 @pytest.mark.slow
