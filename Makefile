@@ -30,7 +30,7 @@ quickstart: install  ## a real search on Fashion-MNIST on CPU, then derive
 	$(BIN)/nasctl search experiment=quickstart
 	$(BIN)/nasctl derive run=latest
 
-study: install  ## the NB201 stability study (21 searches, 42 min measured on 2 shared cores) and its report (docs/results.md)
+study: install  ## the NB201 stability study (21 searches of 30 epochs, 78 min measured on 2 partly shared cores) and its report (docs/results.md)
 	OMP_NUM_THREADS=1 $(if $(NB201),NASCTL_NB201=$(abspath $(NB201))) $(BIN)/nasctl search experiment=nb201_stability hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(BIN)/nasctl report
 
