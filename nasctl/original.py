@@ -70,7 +70,7 @@ def cuda_calls_to(device: torch.device) -> Iterator[None]:
 
 
 class Original:
-    """Their supernet, architect and weight optimizer at a search case's settings; `run` times their step."""
+    """Their supernet, architect and weight optimizer at a search case's settings; `step` is their search step."""
 
     per_step = 1  # images per step: search rates are steps/s
 
