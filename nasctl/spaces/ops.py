@@ -12,6 +12,7 @@ same sums as the plain forward, fewer kernels (docs/performance.md).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import torch
@@ -62,12 +63,12 @@ def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, w: torch.Tensor | None) -> to
     return F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias, bn.training, bn.momentum, bn.eps)
 
 
-class Mixable:
-    """A candidate with a mixed-edge path: `weighted(src, w)` equals w * self(src.x) (subclasses fuse it)."""
+class Mixable(abc.ABC):
+    """A candidate with a fused mixed-edge path (`MixedOp.candidate` runs w * op(x) for any other op)."""
 
+    @abc.abstractmethod
     def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
-        y = self(src.x)  # type: ignore[operator]
-        return y if w is None else w * y
+        """w * self(src.x) (w None: self(src.x)), reading src's shared results and scaling inside the last BN."""
 
 
 class Rectified(Mixable, nn.Sequential):
