@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from nasctl.relaxations.base import CellMix, EdgeMix
 from nasctl.spaces.base import DenseGrad, MixedOp
 from nasctl.spaces.darts import SearchCell
-from nasctl.spaces.ops import NB201_OPS, OPS, DilatedDepthwise, scaled_bn
+from nasctl.spaces.ops import NB201_OPS, OPS, DilatedDepthwise, Pointwise, scaled_bn
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
 
@@ -74,6 +74,22 @@ def test_polyphase_dilated_depthwise_conv_equals_the_dilated_conv(size, stride, 
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     if layout == torch.channels_last and stride == 1 and size % 2 == 0:
         assert y.is_contiguous(memory_format=torch.channels_last)  # the next 1x1 conv stays on the NHWC path
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "nhwc"])
+def test_pointwise_conv_as_a_matrix_product_equals_the_1x1_conv_to_second_order(layout):
+    torch.manual_seed(0)
+    conv = Pointwise(6, 10).to(memory_format=layout)
+    x = torch.randn(3, 6, 7, 5).to(memory_format=layout).requires_grad_()
+    y, ref = conv(x), F.conv2d(x, conv.weight)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    assert y.is_contiguous(memory_format=layout)
+    g = torch.randn_like(ref)
+    grads = [torch.autograd.grad((out * out).sum(), [x, conv.weight], create_graph=True) for out in (y, ref)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    hvp = [torch.autograd.grad(gx, conv.weight, g[:, :6]) for gx, _ in grads]  # double backward (Amended-DARTS)
+    torch.testing.assert_close(hvp[0], hvp[1], rtol=1e-4, atol=1e-4)
 
 
 class KernelCount(TorchDispatchMode):
