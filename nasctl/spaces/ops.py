@@ -81,27 +81,46 @@ class Rectified(Mixable, nn.Sequential):
         return scaled_bn(self[-1], y, w)
 
 
+def polyphase(x: torch.Tensor, d: int) -> torch.Tensor:
+    """The d x d polyphase components of x (B, C, H, W), stacked on the batch: (d*d*B, C, H/d, W/d), in x's memory format."""
+    B, C, H, W = x.shape
+    h, w = H // d, W // d
+    if x.is_contiguous(memory_format=torch.channels_last):  # rearrange the NHWC memory, keep NHWC
+        parts = x.permute(0, 2, 3, 1).reshape(B, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
+        return parts.reshape(d * d * B, h, w, C).permute(0, 3, 1, 2)
+    return x.reshape(B, C, h, d, w, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * B, C, h, w)
+
+
+def unpolyphase(y: torch.Tensor, d: int) -> torch.Tensor:
+    """The inverse of `polyphase`: (d*d*B, C, h, w) components back to (B, C, h*d, w*d)."""
+    n, C, h, w = y.shape
+    B = n // (d * d)
+    if y.is_contiguous(memory_format=torch.channels_last):
+        y = y.permute(0, 2, 3, 1).reshape(d, d, B, h, w, C).permute(2, 3, 0, 4, 1, 5)
+        return y.reshape(B, h * d, w * d, C).permute(0, 3, 1, 2)
+    return y.reshape(d, d, B, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(B, C, h * d, w * d)
+
+
 class DilatedDepthwise(nn.Conv2d):
     """A depthwise conv with dilation d and 'same' padding, computed as an undilated conv on each of the
     d x d polyphase components (space-to-batch): the same sums through the CPU's fast small-kernel path."""
 
+    def splits(self, x: torch.Tensor) -> bool:
+        """Whether this conv runs on x's polyphase components (stride 1, sizes divisible by the dilation)."""
+        (d, _), (s, _) = self.dilation, self.stride
+        return s == 1 and x.shape[-2] % d == 0 and x.shape[-1] % d == 0
+
+    def on_parts(self, parts: torch.Tensor) -> torch.Tensor:
+        """The undilated conv of the polyphase components."""
+        return F.conv2d(parts, self.weight, None, 1, (self.kernel_size[0] - 1) // 2, 1, self.groups)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (d, _), (k, _), (s, _) = self.dilation, self.kernel_size, self.stride
-        B, C, H, W = x.shape
         if s == d:  # only the (0, 0) component is read: an undilated conv of every d-th pixel
             return F.conv2d(x[:, :, ::d, ::d], self.weight, None, 1, (k - 1) // 2, 1, self.groups)
-        if s != 1 or H % d or W % d:
+        if not self.splits(x):
             return super().forward(x)
-        h, w = H // d, W // d
-        if x.is_contiguous(memory_format=torch.channels_last):  # rearrange the NHWC memory, keep NHWC
-            parts = x.permute(0, 2, 3, 1).reshape(B, h, d, w, d, C).permute(2, 4, 0, 1, 3, 5)
-            y = F.conv2d(parts.reshape(d * d * B, h, w, C).permute(0, 3, 1, 2), self.weight, None, 1,
-                         (k - 1) // 2, 1, self.groups)
-            y = y.permute(0, 2, 3, 1).reshape(d, d, B, h, w, C).permute(2, 3, 0, 4, 1, 5)
-            return y.reshape(B, H, W, C).permute(0, 3, 1, 2)
-        parts = x.reshape(B, C, h, d, w, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * B, C, h, w)
-        y = F.conv2d(parts, self.weight, None, 1, (k - 1) // 2, 1, self.groups)
-        return y.reshape(d, d, B, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(B, C, H, W)
+        return unpolyphase(self.on_parts(polyphase(x, d)), d)
 
 
 class Pointwise(nn.Conv2d):
@@ -146,6 +165,16 @@ class DilConv(Rectified):
             Pointwise(C_in, C_out),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+
+    def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
+        """As `Rectified`'s, and a polyphase conv reads the components of the edge input's ReLU, split once
+        for all the dilated convs of its dilation that read this node."""
+        conv = self[1]
+        if not (isinstance(conv, DilatedDepthwise) and conv.splits(src.x)):
+            return super().weighted(src, w)
+        d = conv.dilation[0]
+        parts = src.memo(("polyphase", repr(self[0]), d), lambda _: polyphase(src.shared(self[0]), d))
+        return scaled_bn(self[3], self[2](unpolyphase(conv.on_parts(parts), d)), w)
 
 
 class SepConv(Mixable, nn.Sequential):

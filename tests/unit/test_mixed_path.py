@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nasctl.relaxations.base import CellMix, EdgeMix
+from nasctl.spaces import ops
 from nasctl.spaces.base import DenseGrad, MixedOp
 from nasctl.spaces.darts import SearchCell
 from nasctl.spaces.ops import NB201_OPS, OPS, DilatedDepthwise, Pointwise, scaled_bn
@@ -104,15 +105,18 @@ class KernelCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_each_node_is_pooled_and_rectified_once_for_all_its_edges():
+def test_each_node_is_pooled_rectified_and_split_into_polyphase_components_once_for_all_its_edges(monkeypatch):
     cell = SearchCell([list(OPS)[:8]] * 14, 4, 4, 8, 8, 8, reduction=False, reduction_prev=False)
     weights = CellMix(torch.full((14, 8), 1 / 8))
+    splits = []
+    monkeypatch.setattr(ops, "polyphase", lambda x, d, split=ops.polyphase: splits.append(x) or split(x, d))
     with KernelCount() as k:
         cell(torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6), weights, 0.0)
     # 14 edges read 5 sources (the 2 inputs and 3 of the 4 nodes; no edge reads the last): one max and one
     # avg pool each, and one ReLU each, plus the 2 preprocessing ReLUs and each edge's 2 sep convs' inner ones
     assert k.calls["max_pool2d_with_indices"] == 5 and k.calls["avg_pool2d"] == 5
     assert k.calls["relu"] == 5 + 2 + 14 * 2  # the plain forward: 14 * 6 + 2
+    assert len(splits) == 5  # one split of each source's ReLU for its edges' 28 dilated convs
 
 
 def test_dense_grad_hands_on_a_sliced_gradient_dense_in_the_forwards_layout():
