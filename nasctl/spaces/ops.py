@@ -169,12 +169,12 @@ class DilConv(Rectified):
     def weighted(self, src: EdgeInput, w: torch.Tensor | None) -> torch.Tensor:
         """As `Rectified`'s, and a polyphase conv reads the components of the edge input's ReLU, split once
         for all the dilated convs of its dilation that read this node."""
-        conv = self[1]
-        if not (isinstance(conv, DilatedDepthwise) and conv.splits(src.x)):
+        dw = self[1]
+        if not (isinstance(dw, DilatedDepthwise) and dw.splits(src.x)):
             return super().weighted(src, w)
-        d = conv.dilation[0]
+        d = dw.dilation[0]
         parts = src.memo(("polyphase", repr(self[0]), d), lambda _: polyphase(src.shared(self[0]), d))
-        return scaled_bn(self[3], self[2](unpolyphase(conv.on_parts(parts), d)), w)
+        return scaled_bn(self[3], self[2](unpolyphase(dw.on_parts(parts), d)), w)
 
 
 class SepConv(Mixable, nn.Sequential):
