@@ -258,6 +258,7 @@ def main(stage: str, args: list[str]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # raise instead of printing Hydra's advice
     try:
         ENTRIES[stage]()
+        distributed.teardown()
     except JobFailed as exc:  # a sweep whose failed jobs have each printed their error
         if os.environ.get("NASCTL_DEBUG"):
             raise
@@ -270,6 +271,7 @@ def main(stage: str, args: list[str]) -> None:
         report_error(message or f"internal error: {type(exc).__name__}: {exc}")
         raise SystemExit(EXIT_USER_ERROR if message else 1) from None
     finally:
+        distributed.teardown(clean=False)  # a no-op once left; after an error, no barrier that could hang
         sys.argv = saved
         if saved_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

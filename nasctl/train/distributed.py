@@ -128,6 +128,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def teardown(clean: bool = True) -> None:
+    """Leave the process group before the interpreter exits (after a barrier when every rank got here cleanly).
+
+    Gloo's worker threads still alive during interpreter finalisation can abort the process (SIGABRT).
+    """
+    if active():
+        if clean:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 class ReplicaRun(Run):
     """A non-zero rank's view of rank 0's run: reads (resume), never writes (every writing method of Run)."""
 
