@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasctl.spaces.kernels import depthwise
+
 OpFactory = Callable[[int, int, bool], nn.Module]
 OPS: dict[str, OpFactory] = {}
 
@@ -101,7 +103,18 @@ def unpolyphase(y: torch.Tensor, d: int) -> torch.Tensor:
     return y.reshape(d, d, B, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(B, C, h * d, w * d)
 
 
-class DilatedDepthwise(nn.Conv2d):
+class Depthwise(nn.Conv2d):
+    """A depthwise conv (groups = channels); stride 1, undilated and 'same' it goes through `depthwise`
+    (nasctl's CPU kernel for the 5x5 weight gradient)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        if self.stride == (1, 1) and self.dilation == (1, 1) and self.padding == (k // 2, k // 2) and k % 2:
+            return depthwise(x, self.weight)
+        return super().forward(x)
+
+
+class DilatedDepthwise(Depthwise):
     """A depthwise conv with dilation d and 'same' padding, computed as an undilated conv on each of the
     d x d polyphase components (space-to-batch): the same sums through the CPU's fast small-kernel path."""
 
@@ -111,8 +124,8 @@ class DilatedDepthwise(nn.Conv2d):
         return s == 1 and x.shape[-2] % d == 0 and x.shape[-1] % d == 0
 
     def on_parts(self, parts: torch.Tensor) -> torch.Tensor:
-        """The undilated conv of the polyphase components."""
-        return F.conv2d(parts, self.weight, None, 1, (self.kernel_size[0] - 1) // 2, 1, self.groups)
+        """The undilated 'same' conv of the polyphase components."""
+        return depthwise(parts, self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (d, _), (k, _), (s, _) = self.dilation, self.kernel_size, self.stride
@@ -161,7 +174,7 @@ class DilConv(Rectified):
         same = dilation > 1 and pad == dilation * (k - 1) // 2 and k % 2 == 1
         super().__init__(
             nn.ReLU(inplace=False),
-            (DilatedDepthwise if same else nn.Conv2d)(C_in, C_in, k, stride, pad, dilation=dilation, groups=C_in, bias=False),
+            (DilatedDepthwise if same else Depthwise)(C_in, C_in, k, stride, pad, dilation=dilation, groups=C_in, bias=False),
             Pointwise(C_in, C_out),
             nn.BatchNorm2d(C_out, affine=affine),
         )

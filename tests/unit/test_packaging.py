@@ -20,10 +20,11 @@ def test_pyproject_lists_every_package_and_the_conf_tree() -> None:
 
 
 @pytest.mark.slow
-def test_the_wheel_carries_conf_as_nasctl_conf(tmp_path: Path) -> None:
+def test_the_wheel_carries_conf_as_nasctl_conf_and_the_kernel_source(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
                           "-w", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("nasctl-*.whl")
     shipped = {n.removeprefix("nasctl/conf/") for n in zipfile.ZipFile(wheel).namelist() if n.startswith("nasctl/conf/")}
     assert shipped == {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
+    assert "nasctl/spaces/depthwise.cpp" in zipfile.ZipFile(wheel).namelist()  # the kernel's source, built on first use

@@ -1,0 +1,98 @@
+"""nasctl's own CPU kernel (`depthwise.cpp`): the weight gradient of a stride-1 5x5 depthwise conv on NHWC memory.
+
+oneDNN runs that gradient on its generic path, 5-7x slower than this loop (docs/performance.md). The
+extension is compiled on first use with torch's C++ toolchain (a C++ compiler and ninja) into torch's
+extension cache, one build per CPU capability; where it cannot be built, or NASCTL_CPU_KERNELS=0 is set,
+every conv runs through oneDNN as before (one warning line says why).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("depthwise.cpp")
+KERNELS = (3, 5)  # the depthwise kernel sizes that go through `Depthwise` (measured faster in a search step)
+ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512vl", "-mfma"], "AVX2": ["-mavx2", "-mfma"]}
+
+
+@functools.cache
+def extension() -> Any | None:
+    """The compiled kernel module, or None where it is switched off or cannot be built."""
+    if os.environ.get("NASCTL_CPU_KERNELS", "1") == "0":
+        return None
+    isa = torch.backends.cpu.get_cpu_capability()
+    try:
+        import ninja  # the pip package's binary, also where its bin/ is not on PATH (an unactivated venv)
+
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": no CUDA code here
+        from torch.utils.cpp_extension import load
+
+        path = os.environ.get("PATH", "")
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
+        log.info("loading nasctl's CPU depthwise kernel (compiled once per machine, about 30 s)")
+        try:
+            return load(f"nasctl_depthwise_{isa.lower()}", [str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS.get(isa, [])])
+        finally:
+            os.environ["PATH"] = path
+    except Exception as exc:  # noqa: BLE001  (no compiler or ninja: oneDNN's path is correct, only slower)
+        log.warning("nasctl's CPU depthwise kernel could not be built (%s); using oneDNN's.", str(exc).splitlines()[0])
+        return None
+
+
+def will_run(edge: tuple[Any, int]) -> bool:
+    """Whether the backward pass under way reaches this edge of the graph (False: its gradient is dropped)."""
+    node = edge[0]
+    if node is None:
+        return False
+    try:
+        return torch._C._will_engine_execute_node(node)
+    except RuntimeError:  # a leaf that autograd.grad() returns: wanted
+        return True
+
+
+class Depthwise(torch.autograd.Function):
+    """A stride-1 'same' depthwise conv whose weight gradient comes from nasctl's kernel; its input gradient is
+    the forward conv of the gradient with the flipped kernel. Twice differentiable through torch's own ops."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, None, 1, weight.shape[-1] // 2, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        k, C = weight.shape[-1], weight.shape[0]
+        if torch.is_grad_enabled():  # create_graph: the gradient must itself be differentiable
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                g, x, weight, None, [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], C,
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+            return gx, gw
+        gx = gw = None
+        if ctx.needs_input_grad[0] and will_run(ctx.next_functions[0]):
+            gx = F.conv2d(g, weight.flip(2, 3), None, 1, k // 2, 1, C)
+        if ctx.needs_input_grad[1] and will_run(ctx.next_functions[1]):
+            gw = extension().depthwise_weight_grad(g, x, k, k // 2)
+        return gx, gw
+
+
+def depthwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The stride-1, undilated, 'same' depthwise conv of x (groups = channels): through `Depthwise5` where it is
+    faster (5x5, float32 NHWC on a CPU, a weight gradient to come, eager), else through torch's conv."""
+    k = weight.shape[-1]
+    if (
+        k in KERNELS and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.requires_grad
+        and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last)
+        and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and extension() is not None
+    ):
+        return Depthwise.apply(x, weight)
+    return F.conv2d(x, weight, None, 1, k // 2, 1, weight.shape[0])
+
