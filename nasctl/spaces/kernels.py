@@ -1,10 +1,10 @@
-"""nasctl's own CPU kernel (`depthwise.cpp`): the weight gradient of a stride-1 5x5 depthwise conv on NHWC memory.
+"""nasctl's own CPU kernels (`depthwise.cpp`) for stride-1 'same' 3x3 and 5x5 depthwise convs on NHWC memory.
 
-oneDNN runs that gradient on its generic path, 5-7x slower than this loop (docs/performance.md). The
-extension is compiled on first use with torch's C++ toolchain (a C++ compiler and ninja) into torch's
-extension cache, one build per CPU capability; where it cannot be built, or NASCTL_CPU_KERNELS=0 is set,
-every conv runs through oneDNN as before (one warning line says why).
-"""
+The forward, the input gradient (the forward with the flipped kernel) and the weight gradient, which
+oneDNN runs on its generic path at 5x5 (5-7x slower than this loop); a tiny conv costs oneDNN tens of
+microseconds of set-up (docs/performance.md). The extension is compiled on first use with torch's C++
+toolchain (a C++ compiler and ninja) into torch's extension cache, one build per CPU capability; where
+it cannot be built, or NASCTL_CPU_KERNELS=0 is set, every conv runs through torch's (one warning line)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("depthwise.cpp")
-KERNELS = (3, 5)  # the depthwise kernel sizes that go through `Depthwise` (measured faster in a search step)
+KERNELS = (3, 5)  # the kernel sizes that go through nasctl's kernels (both measured faster in a search step)
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512vl", "-mfma"], "AVX2": ["-mavx2", "-mfma"]}
 
 
@@ -58,14 +58,20 @@ def will_run(edge: tuple[Any, int]) -> bool:
         return True
 
 
+def same_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The stride-1 'same' depthwise conv through nasctl's kernel (float32 NHWC in, NHWC out)."""
+    return extension().depthwise_forward(x, weight, weight.shape[-1] // 2)
+
+
 class Depthwise(torch.autograd.Function):
-    """A stride-1 'same' depthwise conv whose weight gradient comes from nasctl's kernel; its input gradient is
-    the forward conv of the gradient with the flipped kernel. Twice differentiable through torch's own ops."""
+    """A stride-1 'same' depthwise conv through nasctl's kernels: the forward, the input gradient (the forward
+    conv of the gradient with the flipped kernel) and the weight gradient. Twice differentiable through
+    torch's own conv ops."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        return F.conv2d(x, weight, None, 1, weight.shape[-1] // 2, 1, weight.shape[0])
+        return same_conv(x, weight)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -78,21 +84,22 @@ class Depthwise(torch.autograd.Function):
             return gx, gw
         gx = gw = None
         if ctx.needs_input_grad[0] and will_run(ctx.next_functions[0]):
-            gx = F.conv2d(g, weight.flip(2, 3), None, 1, k // 2, 1, C)
+            gx = same_conv(g, weight.flip(2, 3))
         if ctx.needs_input_grad[1] and will_run(ctx.next_functions[1]):
             gw = extension().depthwise_weight_grad(g, x, k, k // 2)
         return gx, gw
 
 
 def depthwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The stride-1, undilated, 'same' depthwise conv of x (groups = channels): through `Depthwise5` where it is
-    faster (5x5, float32 NHWC on a CPU, a weight gradient to come, eager), else through torch's conv."""
+    """The stride-1, undilated, 'same' depthwise conv of x (groups = channels): through nasctl's kernels for
+    float32 NHWC on a CPU (eager, no autocast, 3x3 or 5x5), else through torch's conv."""
     k = weight.shape[-1]
-    if (
-        k in KERNELS and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.requires_grad
-        and torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and extension() is not None
+    if not (
+        k in KERNELS and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+        and x.is_contiguous(memory_format=torch.channels_last) and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling() and extension() is not None
     ):
+        return F.conv2d(x, weight, None, 1, k // 2, 1, weight.shape[0])
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return Depthwise.apply(x, weight)
-    return F.conv2d(x, weight, None, 1, k // 2, 1, weight.shape[0])
-
+    return same_conv(x, weight)

@@ -38,6 +38,16 @@ def test_gradients_equal_torchs_conv(k, C):
 
 
 @pytest.mark.parametrize("k", kernels.KERNELS)
+def test_without_gradients_the_kernel_equals_torchs_conv(k):
+    """Evaluation (no_grad) and a weight without gradient take the kernel's forward alone."""
+    x, w = inputs(20, k, (6, 5))
+    with torch.no_grad():
+        y = kernels.depthwise(x, w)
+    assert y.grad_fn is None and y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, conv(x, w))
+
+
+@pytest.mark.parametrize("k", kernels.KERNELS)
 def test_double_backward_equals_torchs_conv(k):
     """Amended-DARTS and the Hessian diagnostic differentiate the gradient again."""
     x, w = inputs(8, k)
@@ -60,6 +70,9 @@ class Counting:
     def depthwise_weight_grad(self, *args):
         self.calls += 1
         return self.ext.depthwise_weight_grad(*args)
+
+    def depthwise_forward(self, *args):
+        return self.ext.depthwise_forward(*args)
 
 
 def test_a_gradient_nobody_asked_for_is_not_computed(monkeypatch):
