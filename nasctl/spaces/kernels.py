@@ -33,17 +33,19 @@ def extension() -> Any | None:
         import ninja  # the pip package's binary, also where its bin/ is not on PATH (an unactivated venv)
 
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": no CUDA code here
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
-        path = os.environ.get("PATH", "")
+        name, path = f"nasctl_depthwise_{isa.lower()}", os.environ.get("PATH", "")
+        if not any(Path(_get_build_directory(name, verbose=False)).glob("*.so")):
+            log.info("compiling nasctl's CPU depthwise kernels (once, about 30 s)")
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
-        log.info("loading nasctl's CPU depthwise kernel (compiled once per machine, about 30 s)")
         try:
-            return load(f"nasctl_depthwise_{isa.lower()}", [str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS.get(isa, [])])
+            return load(name, [str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS.get(isa, [])])
         finally:
             os.environ["PATH"] = path
     except Exception as exc:  # noqa: BLE001  (no compiler or ninja: oneDNN's path is correct, only slower)
-        log.warning("nasctl's CPU depthwise kernel could not be built (%s); using oneDNN's.", str(exc).splitlines()[0])
+        log.warning("nasctl's CPU depthwise kernels could not be built (%s); torch's convs run instead.",
+                    str(exc).splitlines()[0][:200])
         return None
 
 
