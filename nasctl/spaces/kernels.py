@@ -3,12 +3,14 @@
 The forward, the input gradient (the forward with the flipped kernel) and the weight gradient, which
 oneDNN runs on its generic path at 5x5 (5-7x slower than this loop); a tiny conv costs oneDNN tens of
 microseconds of set-up (docs/performance.md). The extension is compiled on first use with torch's C++
-toolchain (a C++ compiler and ninja) into torch's extension cache, one build per CPU capability; where
-it cannot be built, or NASCTL_CPU_KERNELS=0 is set, every conv runs through torch's (one warning line)."""
+toolchain (a C++ compiler and ninja) into torch's extension cache, one build per source, torch install
+and CPU capability; where it cannot be built, or NASCTL_CPU_KERNELS=0 is set, every conv runs through
+torch's (one warning line)."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -35,7 +37,10 @@ def extension() -> Any | None:
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": no CUDA code here
         from torch.utils.cpp_extension import _get_build_directory, load
 
-        name, path = f"nasctl_depthwise_{isa.lower()}", os.environ.get("PATH", "")
+        # one build per source, torch install and CPU capability: torch rebuilds a name whose source or include
+        # paths changed, so two checkouts or venvs sharing one name would rebuild each other's, 30 s each time
+        key = hashlib.sha1(SOURCE.read_bytes() + f"{torch.__file__}{torch.__version__}{isa}".encode()).hexdigest()[:12]
+        name, path = f"nasctl_depthwise_{isa.lower()}_{key}", os.environ.get("PATH", "")
         if not any(Path(_get_build_directory(name, verbose=False)).glob("*.so")):
             log.info("compiling nasctl's CPU depthwise kernels (once, about 30 s)")
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
