@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -c 'from nasctl.spaces.kernels import extension as e; print("CPU depthwise kernel:", "built" if e() else "not built, oneDNN is used")'
+	$(BIN)/python -c 'from nasctl.spaces.kernels import extension as e; print("CPU depthwise kernel:", "built" if e() else "not built, torch convs run instead")'
 	touch $(STAMP)
 
 install: $(STAMP) data  ## create .venv, install nasctl and its dependencies, get Fashion-MNIST

@@ -48,7 +48,7 @@ def extension() -> Any | None:
             return load(name, [str(SOURCE)], extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS.get(isa, [])])
         finally:
             os.environ["PATH"] = path
-    except Exception as exc:  # noqa: BLE001  (no compiler or ninja: oneDNN's path is correct, only slower)
+    except Exception as exc:  # noqa: BLE001  (no compiler or ninja: torch's convs are correct, only slower)
         log.warning("nasctl's CPU depthwise kernels could not be built (%s); torch's convs run instead.",
                     str(exc).splitlines()[0][:200])
         return None

@@ -105,7 +105,7 @@ def unpolyphase(y: torch.Tensor, d: int) -> torch.Tensor:
 
 class Depthwise(nn.Conv2d):
     """A depthwise conv (groups = channels); stride 1, undilated and 'same' it goes through `depthwise`
-    (nasctl's CPU kernel for the 5x5 weight gradient)."""
+    (nasctl's CPU kernels for the forward and both gradients, at 3x3 and 5x5)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size[0]
